@@ -1,0 +1,30 @@
+# vigd — see README.md. Every target works on a clean clone with Go and apt.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+BIN     := bin
+
+.PHONY: all build test test-short demo bench soak fuzz dist clean vet
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vigd ./cmd/vigd
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/eventstore-sim ./cmd/eventstore-sim
+
+vet:
+	$(GO) vet ./...
+
+# The whole suite, under the race detector. Tests that need a real peer
+# (mosquitto, socat, dovecot) skip outside CI when it is missing and say so.
+test: vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+demo: build
+	./scripts/demo.sh
+
+clean:
+	rm -rf $(BIN) dist
