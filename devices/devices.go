@@ -71,7 +71,7 @@ func Parse(path string, b []byte) (*Registry, error) {
 	}
 	var f file
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true) // one whole-document decode: KnownFields works here
+	dec.KnownFields(true)                                             // one whole-document decode: KnownFields works here
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) { // io.EOF: empty file
 		return nil, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
