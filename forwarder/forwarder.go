@@ -1,0 +1,561 @@
+// Package forwarder moves encoded records from vigd's durable queues to the
+// XCloud eventstore (../shared/contract/v2-eventstore.md): it posts things
+// and datastreams from its state store, batches observations and alarms per
+// device, posts raw records one by one, signs and rate-limits every request,
+// acts on each answer as the contract's table says, and commits a queue only
+// past records that are resolved (accepted or dead-lettered).
+//
+// Delivery works in windows. A window is a span of one queue (alarms first,
+// always); its end is saved in the state store before the first request, so
+// that after a crash the same records form the same batches with the same
+// batchIds, and a server that deduplicates sees a re-sent batch as the one it
+// already has (409). Batch ids derive from queue positions plus a random
+// epoch kept in the state store, so a wiped queue or a second gateway never
+// reuses an id. The queue is committed at the end of each window; batches
+// resolved inside a window are remembered, so a restart does not post them
+// again.
+//
+// Per device the order is kept: a device's batches are sent one after the
+// other, each only when the one before it is resolved. A bad record never
+// blocks the queue: 400 splits the batch down to the record and
+// dead-letters it, an entity the server and the state store both do not know
+// dead-letters the records that refer to it.
+//
+// The backoff is written here rather than taken from adapters.Backoff
+// because the forwarder must not import adapters (import graph), and it must
+// honour Retry-After and run on the injected Clock.
+package forwarder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
+
+	"github.com/vigd/vigd/forwarder/deadletter"
+	"github.com/vigd/vigd/forwarder/queue"
+	"github.com/vigd/vigd/forwarder/signer"
+)
+
+// windowBatches is how many full batches one window may hold: enough for
+// several devices per window, small enough to hold in memory on a gateway.
+const windowBatches = 4
+
+// Clock is the time source; tests inject a fake.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Deps are what the forwarder works with.
+type Deps struct {
+	Data, Alarms queue.Queue
+	State        *State
+	DeadLetters  *deadletter.Store
+	// HTTPClient sends the requests; it must sign them. Nil means a client
+	// with the signer.Transport built from Config (the secret is read
+	// once, in New).
+	HTTPClient *http.Client
+	Clock      Clock // nil: real time
+	Log        *logrus.Entry
+}
+
+// ErrConfig wraps configuration and dependency problems found by New.
+var ErrConfig = errors.New("forwarder: invalid configuration")
+
+// qinfo is one of the two queues.
+type qinfo struct {
+	name string // "alarms" or "data": part of batch ids and state keys
+	q    queue.Queue
+}
+
+type endpoints struct {
+	things, datastreams, observations, alarms, raw endpoint
+}
+
+// Forwarder delivers the queues upstream. Create with New, run with Run.
+type Forwarder struct {
+	cfg     Config
+	base    *url.URL
+	client  *http.Client
+	state   *State
+	dl      *deadletter.Store
+	clock   Clock
+	log     *logrus.Entry
+	limiter *rate.Limiter
+	eps     endpoints
+	data    qinfo
+	alarms  qinfo
+
+	inAlarms bool // the alarms queue is being drained (no nesting)
+
+	mu     sync.Mutex
+	status Status
+}
+
+// Status is the forwarder's state for readiness and sd_notify STATUS.
+type Status struct {
+	// State is "starting", "idle", "sending", "retrying" (transient
+	// failures), "refused" (401/403/404: an operator must act) or
+	// "stopped".
+	State        string
+	LastDelivery time.Time // last request the server accepted
+	LastError    string
+	LastErrorAt  time.Time
+	Failures     int // consecutive failed requests
+}
+
+// String is a one-line summary for sd_notify STATUS.
+func (s Status) String() string {
+	var b strings.Builder
+	b.WriteString("forwarder " + s.State)
+	if !s.LastDelivery.IsZero() {
+		b.WriteString(", last delivery " + s.LastDelivery.UTC().Format(time.RFC3339))
+	}
+	if s.Failures > 0 && s.LastError != "" {
+		fmt.Fprintf(&b, ", %d failures: %s", s.Failures, s.LastError)
+	}
+	return b.String()
+}
+
+// New checks cfg and deps; it does no network I/O (it reads the secret
+// file when it has to build the HTTP client).
+func New(cfg Config, deps Deps) (*Forwarder, error) {
+	cfg = cfg.withDefaults()
+	var errs []error
+	if deps.Data == nil || deps.Alarms == nil {
+		errs = append(errs, errors.New("deps: both queues are required"))
+	}
+	if deps.State == nil || deps.DeadLetters == nil {
+		errs = append(errs, errors.New("deps: state and dead-letter stores are required"))
+	}
+	if err := cfg.Validate(); err != nil {
+		if deps.HTTPClient != nil {
+			// A given client signs by itself: the secret settings do not
+			// matter.
+			err = dropSecretErrors(err)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+	}
+	base, _ := url.Parse(strings.TrimRight(cfg.URL, "/"))
+	f := &Forwarder{
+		cfg:    cfg,
+		base:   base,
+		client: deps.HTTPClient,
+		state:  deps.State,
+		dl:     deps.DeadLetters,
+		clock:  deps.Clock,
+		log:    deps.Log,
+		data:   qinfo{name: "data", q: deps.Data},
+		alarms: qinfo{name: "alarms", q: deps.Alarms},
+		eps: endpoints{
+			things:       endpoint{"things", cfg.Paths.Things, "things"},
+			datastreams:  endpoint{"datastreams", cfg.Paths.Datastreams, "datastreams"},
+			observations: endpoint{"observations", cfg.Paths.Observations, "observations"},
+			alarms:       endpoint{"alarms", cfg.Paths.Alarms, "alarms"},
+			raw:          endpoint{"raw", cfg.Paths.Raw, ""},
+		},
+		status: Status{State: "starting"},
+	}
+	if f.clock == nil {
+		f.clock = realClock{}
+	}
+	if f.log == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.PanicLevel)
+		f.log = logrus.NewEntry(l)
+	}
+	burst := int(math.Ceil(cfg.RequestsPerSecond))
+	f.limiter = rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), max(burst, 1))
+	if f.client == nil {
+		secret, err := signer.LoadSecret(signer.SecretSpec{File: cfg.SecretFile, Credential: cfg.SecretCredential})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		f.client = &http.Client{Transport: &signer.Transport{
+			Base:      http.DefaultTransport,
+			Config:    cfg.Signing,
+			ServiceID: cfg.ServiceID,
+			Secret:    secret,
+			Now:       f.clock.Now,
+		}}
+	}
+	return f, nil
+}
+
+func dropSecretErrors(err error) error {
+	var keep []error
+	for _, e := range unjoin(err) {
+		if !strings.HasPrefix(e.Error(), "secret_file:") && !strings.HasPrefix(e.Error(), "service_id:") {
+			keep = append(keep, e)
+		}
+	}
+	return errors.Join(keep...)
+}
+
+// Status reports the current state.
+func (f *Forwarder) Status() Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.status
+}
+
+// LastDelivery is when the server last accepted a request (zero: never
+// since start).
+func (f *Forwarder) LastDelivery() time.Time { return f.Status().LastDelivery }
+
+func (f *Forwarder) setState(s string) {
+	f.mu.Lock()
+	f.status.State = s
+	f.mu.Unlock()
+}
+
+// Run delivers until ctx ends, then returns nil once the request in flight
+// has its answer (or Config.Timeout, at most 10s, has passed).
+func (f *Forwarder) Run(ctx context.Context) error {
+	f.log.WithFields(logrus.Fields{"url": f.base.String(), "epoch": f.state.Epoch()}).Info("forwarder started")
+	defer func() {
+		f.setState("stopped")
+		f.log.Info("forwarder stopped")
+	}()
+	for ctx.Err() == nil {
+		if err := f.syncEntities(ctx); err != nil {
+			return nil
+		}
+		did, err := f.drainAlarms(ctx)
+		if err != nil {
+			return nil
+		}
+		if did {
+			continue
+		}
+		f.setState("sending")
+		did, err = f.runWindow(ctx, &f.data)
+		if err != nil {
+			return nil
+		}
+		if did {
+			continue
+		}
+		f.setState("idle")
+		select {
+		case <-ctx.Done():
+		case <-f.alarms.q.Notify():
+		case <-f.data.q.Notify():
+		case <-f.state.Notify():
+		}
+	}
+	return nil
+}
+
+// drainAlarms delivers alarm windows until the alarms queue is empty.
+func (f *Forwarder) drainAlarms(ctx context.Context) (bool, error) {
+	if f.inAlarms {
+		return false, nil
+	}
+	f.inAlarms = true
+	defer func() { f.inAlarms = false }()
+	any := false
+	for {
+		did, err := f.runWindow(ctx, &f.alarms)
+		if err != nil || !did {
+			return any, err
+		}
+		any = true
+	}
+}
+
+// runWindow delivers one window of a queue and commits it. It reports
+// false when the queue is empty; the error is ctx's.
+func (f *Forwarder) runWindow(ctx context.Context, qi *qinfo) (bool, error) {
+	es, w, err := f.formWindow(ctx, qi)
+	if err != nil {
+		return false, err
+	}
+	if len(es) == 0 {
+		return false, nil
+	}
+	batches := f.makeBatches(qi, es)
+	done, err := f.state.resolved(qi.name)
+	if err != nil {
+		f.log.WithError(err).Warn("state read failed")
+	}
+	for _, b := range batches {
+		if done[b.id] {
+			continue
+		}
+		if b.ep.listKey == "" && !f.cfg.RawEnabled {
+			recordsTotal.WithLabelValues("raw", "skipped").Inc()
+		} else if err := f.deliver(ctx, b); err != nil {
+			return true, err
+		}
+		if err := f.state.markResolved(qi.name, b.id); err != nil {
+			// Only costs a duplicate (409) after a crash.
+			f.log.WithError(err).Warn("state write failed")
+		}
+	}
+	for {
+		err := qi.q.Commit(w.End)
+		if err == nil {
+			break
+		}
+		f.log.WithError(err).WithField("queue", qi.name).Warn("queue commit failed")
+		if !f.sleep(ctx, f.cfg.Retry.Min.D()) {
+			return true, ctx.Err()
+		}
+	}
+	if err := f.state.clearWindow(qi.name); err != nil {
+		f.log.WithError(err).Warn("state write failed")
+	}
+	f.log.WithFields(logrus.Fields{"queue": qi.name, "count": len(es), "batches": len(batches)}).Debug("window delivered")
+	return true, nil
+}
+
+// formWindow reads the next window: the saved one after a restart, else
+// up to windowBatches full batches, waiting up to the linger time for more
+// records when it is not full. A new window is saved before it is returned.
+func (f *Forwarder) formWindow(ctx context.Context, qi *qinfo) ([]queue.Entry, window, error) {
+	cur := qi.q.Cursor()
+	if w, ok, err := f.state.loadWindow(qi.name); err == nil && ok {
+		if cur.Less(w.End) {
+			es, err := f.read(ctx, qi, cur, w.N, math.MaxInt)
+			if err != nil {
+				return nil, w, err
+			}
+			n := 0
+			for n < len(es) && es[n].Pos.Less(w.End) {
+				n++
+			}
+			if n > 0 {
+				f.log.WithFields(logrus.Fields{"queue": qi.name, "count": n}).Info("resuming window after restart")
+				return es[:n], w, nil
+			}
+		}
+		if err := f.state.clearWindow(qi.name); err != nil {
+			f.log.WithError(err).Warn("state write failed")
+		}
+	}
+	maxN := f.cfg.Batch.MaxRecords * windowBatches
+	maxB := int(min(f.cfg.Batch.MaxBytes*windowBatches, math.MaxInt32))
+	es, err := f.read(ctx, qi, cur, maxN, maxB)
+	if err != nil || len(es) == 0 {
+		return nil, window{}, err
+	}
+	if linger := f.cfg.Batch.Linger.D(); linger > 0 && !full(es, maxN, maxB) {
+		deadline := f.clock.Now().Add(linger)
+		for !full(es, maxN, maxB) {
+			left := deadline.Sub(f.clock.Now())
+			if left <= 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil, window{}, ctx.Err()
+			case <-qi.q.Notify():
+			case <-f.clock.After(left):
+			}
+			if es, err = f.read(ctx, qi, cur, maxN, maxB); err != nil {
+				return nil, window{}, err
+			}
+		}
+	}
+	w := window{Start: es[0].Pos, End: es[len(es)-1].Next, N: len(es)}
+	for {
+		err := f.state.saveWindow(qi.name, w)
+		if err == nil {
+			break
+		}
+		f.log.WithError(err).Warn("state write failed")
+		if !f.sleep(ctx, f.cfg.Retry.Min.D()) {
+			return nil, w, ctx.Err()
+		}
+	}
+	return es, w, nil
+}
+
+func full(es []queue.Entry, maxN, maxB int) bool {
+	if len(es) >= maxN {
+		return true
+	}
+	n := 0
+	for i := range es {
+		n += len(es[i].Rec.Body)
+	}
+	return n >= maxB
+}
+
+// read retries a failing queue read until ctx ends.
+func (f *Forwarder) read(ctx context.Context, qi *qinfo, from queue.Position, maxN, maxB int) ([]queue.Entry, error) {
+	bo := f.newBackoff()
+	for {
+		es, err := qi.q.Read(from, maxN, maxB)
+		if err == nil {
+			return es, nil
+		}
+		f.log.WithError(err).WithField("queue", qi.name).Warn("queue read failed")
+		if !f.sleep(ctx, bo.next()) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// syncEntities posts every thing, then every datastream, not yet sent.
+func (f *Forwarder) syncEntities(ctx context.Context) error {
+	if err := f.syncKind(ctx, Thing); err != nil {
+		return err
+	}
+	return f.syncKind(ctx, Datastream)
+}
+
+func (f *Forwarder) syncKind(ctx context.Context, k EntityKind) error {
+	bo := f.newBackoff()
+	for ctx.Err() == nil {
+		ps, err := f.state.unsent(k, f.cfg.Batch.MaxRecords*windowBatches)
+		if err != nil {
+			f.log.WithError(err).Warn("state read failed")
+			if !f.sleep(ctx, bo.next()) {
+				break
+			}
+			continue
+		}
+		if len(ps) == 0 {
+			return nil
+		}
+		for _, b := range f.entityBatches(k, ps) {
+			if err := f.deliver(ctx, b); err != nil {
+				return err
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// sleep waits d on the clock; false when ctx ended first.
+func (f *Forwarder) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-f.clock.After(d):
+		return true
+	}
+}
+
+// backoff is exponential from min to max with jitter in [d/2, d].
+type backoff struct {
+	min, max time.Duration
+	attempt  int
+}
+
+func (f *Forwarder) newBackoff() *backoff {
+	return &backoff{min: f.cfg.Retry.Min.D(), max: f.cfg.Retry.Max.D()}
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.min
+	for i := 0; i < b.attempt && d < b.max; i++ {
+		d *= 2
+	}
+	d = min(d, b.max)
+	b.attempt++
+	half := d / 2
+	return half + time.Duration(rand.Int64N(int64(half)+1))
+}
+
+// DeadRecord is the Data of a dead letter of class "record": a queue
+// record, or a thing or datastream the server refused.
+type DeadRecord struct {
+	Kind       string `json:"kind"` // observation, alarm, raw, thing, datastream
+	DeviceID   string `json:"deviceId,omitempty"`
+	CustomerID string `json:"customerId,omitempty"`
+	// Ref is the entity the record refers to (an entity's thing).
+	Ref string `json:"ref,omitempty"`
+	// SensusID of a dead-lettered thing or datastream.
+	SensusID string `json:"sensusID,omitempty"`
+	BatchID  string `json:"batchId,omitempty"`
+	// Body is the record's JSON; BodyText holds a body that is not JSON.
+	Body     json.RawMessage `json:"body,omitempty"`
+	BodyText string          `json:"bodyText,omitempty"`
+}
+
+func deadRecord(b *batch, it *item) DeadRecord {
+	d := DeadRecord{Kind: it.kind(), BatchID: b.id}
+	if it.ent != nil {
+		d.SensusID, d.Ref = it.ent.SensusID, it.ent.Thing
+	} else {
+		r := &it.entry.Rec
+		d.DeviceID, d.CustomerID, d.Ref = r.DeviceID, r.CustomerID, r.Ref
+	}
+	if json.Valid(it.body) {
+		d.Body = it.body
+	} else {
+		d.BodyText = string(it.body)
+	}
+	return d
+}
+
+// ErrNotRecord is returned by ReplayRecord for an entry that is not a
+// record (frames are replayed through the pipeline).
+var ErrNotRecord = errors.New("dead letter is not a record")
+
+// ReplayRecord puts a dead-lettered record back into its queue (a thing or
+// datastream back into the state store, not sent). The caller deletes the
+// entry once this returns nil.
+func (f *Forwarder) ReplayRecord(ctx context.Context, e deadletter.Entry) error {
+	if e.Class != deadletter.ClassRecord {
+		return fmt.Errorf("%w: %s is a %s", ErrNotRecord, e.ID, e.Class)
+	}
+	var d DeadRecord
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return fmt.Errorf("dead letter %s: %w", e.ID, err)
+	}
+	body := []byte(d.Body)
+	if len(body) == 0 {
+		body = []byte(d.BodyText)
+	}
+	rec := queue.Record{DeviceID: d.DeviceID, CustomerID: d.CustomerID, Ref: d.Ref, Body: body}
+	switch d.Kind {
+	case "observation":
+		rec.Kind = queue.Observation
+		return f.data.q.Append(ctx, rec)
+	case "raw":
+		rec.Kind = queue.Raw
+		return f.data.q.Append(ctx, rec)
+	case "alarm":
+		rec.Kind = queue.Alarm
+		return f.alarms.q.Append(ctx, rec)
+	case "thing", "datastream":
+		k := Thing
+		if d.Kind == "datastream" {
+			k = Datastream
+		}
+		if _, err := f.state.upsert(k, d.SensusID, d.Ref, body); err != nil {
+			return err
+		}
+		_, err := f.state.MarkUnsent(k, d.SensusID)
+		return err
+	}
+	return fmt.Errorf("dead letter %s: unknown record kind %q", e.ID, d.Kind)
+}
