@@ -28,7 +28,7 @@ func (r res) String() string {
 	return fmt.Sprintf("%d:%q", r.Off, r.Data)
 }
 
-func f(off int64, data string) res  { return res{Off: off, Data: data} }
+func f(off int64, data string) res   { return res{Off: off, Data: data} }
 func e(off int64, reason string) res { return res{Off: off, Err: reason} }
 
 // collect runs a framer to the end of its stream. Timeouts are retried:

@@ -70,7 +70,9 @@ func newIdle(dr DeadlineReader, gap time.Duration, maxBytes int) *idleFramer {
 }
 
 func (f *idleFramer) setDeadline(t time.Time) error {
-	if t.Equal(f.deadline) {
+	if t.Equal(f.deadline) || f.src.err != nil {
+		// Once the stream has ended (a closed net.Pipe refuses new
+		// deadlines) the pending error is what Next must return.
 		return nil
 	}
 	f.deadline = t
