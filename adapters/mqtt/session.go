@@ -1,0 +1,623 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/sirupsen/logrus"
+
+	"github.com/vigd/vigd/adapters"
+)
+
+// endReason says why a connection ended.
+type endReason string
+
+const (
+	reasonShutdown     endReason = "shutdown"
+	reasonSetup        endReason = "setup" // password or TLS files unreadable
+	reasonConnect      endReason = "connect"
+	reasonSubscribe    endReason = "subscribe"
+	reasonLost         endReason = "connection_lost"
+	reasonSilence      endReason = "silence"
+	reasonEmit         endReason = "emit_error"
+	reasonBackpressure endReason = "backpressure"
+)
+
+type sessionEnd struct {
+	reason     endReason
+	err        error
+	subscribed bool
+	broker     string
+}
+
+// disconnectQuiesce is how long Disconnect waits for the DISCONNECT packet
+// (and acknowledgements queued before it) to be written.
+const disconnectQuiesce = 250 // ms
+
+// session is one connection: one paho client from CONNECT to its end.
+type session struct {
+	a    *Adapter
+	fl   *flow
+	ctx  context.Context // Run's: Emit and waits end with it
+	sink adapters.Sink
+
+	end        chan struct{} // closed by finish
+	endOnce    sync.Once
+	reason     endReason // set before end is closed
+	err        error
+	subscribed atomic.Bool
+	subAt      atomic.Int64 // unix nanoseconds of the SUBACK
+	broker     atomic.Pointer[string]
+	onConnDone chan struct{} // closed when the OnConnect handler returns
+	opened     chan struct{} // closed when Connect succeeded; present is set
+	present    atomic.Bool   // the broker kept the session
+
+	// Arrival order of QoS 1/2 messages, per topic (see the package doc).
+	mu        sync.Mutex
+	tickets   map[uint16]ticket // packet id → place in its topic's lane
+	lanes     map[string]*lane
+	unordered bool          // order given up: connection over, or ids did not add up
+	loose     chan struct{} // closed when unordered becomes true
+	looseOnce sync.Once
+	warned    map[string]bool // unmatched topics already logged
+}
+
+type ticket struct {
+	topic string
+	seq   uint64
+}
+
+// lane orders one topic's messages: seq head may emit; tail is the next
+// seq to hand out; turn is closed (and replaced) each time head moves.
+type lane struct {
+	head, tail uint64
+	turn       chan struct{}
+}
+
+func newSession(a *Adapter, ctx context.Context, sink adapters.Sink, fl *flow) *session {
+	return &session{
+		a: a, fl: fl, ctx: ctx, sink: sink,
+		end:        make(chan struct{}),
+		onConnDone: make(chan struct{}),
+		opened:     make(chan struct{}),
+		tickets:    map[uint16]ticket{},
+		lanes:      map[string]*lane{},
+		loose:      make(chan struct{}),
+		warned:     map[string]bool{},
+	}
+}
+
+// finish ends the session (first reason wins).
+func (s *session) finish(r endReason, err error) {
+	s.endOnce.Do(func() {
+		s.reason, s.err = r, err
+		s.mu.Lock()
+		s.releaseLocked()
+		s.mu.Unlock()
+		close(s.end)
+	})
+}
+
+func (s *session) releaseLocked() {
+	s.unordered = true
+	s.looseOnce.Do(func() { close(s.loose) })
+}
+
+func (s *session) brokerName() string {
+	if p := s.broker.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// session runs one connection to its end.
+func (a *Adapter) session(ctx context.Context, sink adapters.Sink, fl *flow, clientID string) sessionEnd {
+	s := newSession(a, ctx, sink, fl)
+	opts, err := a.clientOptions(clientID, s)
+	if err != nil {
+		return sessionEnd{reason: reasonSetup, err: err}
+	}
+	c := paho.NewClient(opts)
+	tok := c.Connect()
+	// Connect is bounded by connect_timeout per broker; paho does not take
+	// a Disconnect well while connecting, so it is waited for even when ctx
+	// ends first.
+	<-tok.Done()
+	if err := tok.Error(); err != nil {
+		return sessionEnd{reason: reasonConnect, err: err, broker: s.brokerName()}
+	}
+	if ct, ok := tok.(*paho.ConnectToken); ok {
+		s.present.Store(ct.SessionPresent())
+	}
+	close(s.opened)
+
+	var tick <-chan time.Time
+	if a.cfg.SilenceTimeout > 0 {
+		every := min(a.cfg.SilenceTimeout/4, time.Second)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			s.finish(reasonShutdown, nil)
+			break wait
+		case <-s.end:
+			break wait
+		case now := <-tick:
+			if s.silent(now) {
+				s.finish(reasonSilence, nil)
+				break wait
+			}
+		}
+	}
+	a.setDisconnected()
+	c.Disconnect(disconnectQuiesce)
+	// paho starts OnConnect for every connection it reports; wait for it so
+	// no goroutine of this session outlives it (bounded, in case a future
+	// paho skips it).
+	select {
+	case <-s.onConnDone:
+	case <-time.After(a.cfg.ConnectTimeout + time.Second):
+	}
+	return sessionEnd{reason: s.reason, err: s.err, subscribed: s.subscribed.Load(), broker: s.brokerName()}
+}
+
+// silent reports a connection that is subscribed, holds no message, and
+// has seen none for silence_timeout (a sink that blocks makes the broker
+// hold messages back; that is not silence).
+func (s *session) silent(now time.Time) bool {
+	if !s.subscribed.Load() {
+		return false
+	}
+	inHand, lastIdle := s.fl.idle()
+	if inHand > 0 {
+		return false
+	}
+	last := time.Unix(0, s.subAt.Load())
+	for _, t := range []time.Time{s.a.lastMessage(), lastIdle} {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return now.Sub(last) >= s.a.cfg.SilenceTimeout
+}
+
+func (a *Adapter) clientOptions(clientID string, s *session) (*paho.ClientOptions, error) {
+	o := paho.NewClientOptions()
+	for _, b := range a.cfg.Brokers {
+		o.AddBroker(b)
+	}
+	o.SetClientID(clientID)
+	if a.cfg.Username != "" {
+		o.SetUsername(a.cfg.Username)
+	}
+	if a.cfg.PasswordFile != "" {
+		b, err := os.ReadFile(a.cfg.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("password_file: %w", err)
+		}
+		pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		if pw == "" {
+			return nil, fmt.Errorf("password_file %s is empty", a.cfg.PasswordFile)
+		}
+		o.SetPassword(pw)
+	}
+	if a.needsTLS() {
+		tc, err := a.cfg.TLS.build()
+		if err != nil {
+			return nil, err
+		}
+		o.SetTLSConfig(tc)
+	}
+	o.SetProtocolVersion(4) // 3.1.1; no silent fallback to 3.1 on a refusal
+	o.SetCleanSession(a.cfg.CleanSession)
+	o.SetKeepAlive(a.cfg.KeepAlive)
+	o.SetPingTimeout(min(a.cfg.KeepAlive, 10*time.Second))
+	o.SetConnectTimeout(a.cfg.ConnectTimeout)
+	o.SetWriteTimeout(a.cfg.ConnectTimeout)
+	o.SetAutoReconnect(false) // Run reconnects, with a new client
+	o.SetConnectRetry(false)
+	o.SetResumeSubs(false)
+	o.SetOrderMatters(false)   // see the package doc
+	o.SetAutoAckDisabled(true) // Ack only after a durable Emit
+	o.SetStore(orderStore{Store: paho.NewMemoryStore(), s: s})
+	o.SetDefaultPublishHandler(s.handle) // subscriptions carry no callback: one handler call per message
+	o.SetOnConnectHandler(s.onConnect)
+	o.SetConnectionLostHandler(func(_ paho.Client, err error) { s.finish(reasonLost, err) })
+	o.SetConnectionAttemptHandler(func(broker *url.URL, tc *tls.Config) *tls.Config {
+		name := broker.Redacted()
+		s.broker.Store(&name)
+		return tc
+	})
+	return o, nil
+}
+
+func (a *Adapter) needsTLS() bool {
+	for _, b := range a.cfg.Brokers {
+		if strings.HasPrefix(b, "ssl://") || strings.HasPrefix(b, "wss://") {
+			return true
+		}
+	}
+	return false
+}
+
+// build reads the PEM files (at each connect, so renewed certificates are
+// picked up).
+func (t TLSConfig) build() (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // operator's explicit choice, warned at start
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificate in it", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// onConnect subscribes on every connection: a broker that lost the
+// session (restarted without persistence) knows no subscription any more.
+func (s *session) onConnect(c paho.Client) {
+	defer close(s.onConnDone)
+	filters := make(map[string]byte, len(s.a.cfg.Topics))
+	for _, t := range s.a.cfg.Topics {
+		filters[t.Topic] = byte(t.QoS)
+	}
+	tok := c.SubscribeMultiple(filters, nil)
+	timer := time.NewTimer(s.a.cfg.ConnectTimeout)
+	defer timer.Stop()
+	select {
+	case <-tok.Done():
+	case <-s.end:
+		return
+	case <-timer.C:
+		s.finish(reasonSubscribe, errors.New("no SUBACK within connect_timeout"))
+		return
+	}
+	if err := tok.Error(); err != nil {
+		s.finish(reasonSubscribe, err)
+		return
+	}
+	st, _ := tok.(*paho.SubscribeToken)
+	var granted map[string]byte
+	if st != nil {
+		granted = st.Result()
+	}
+	for _, t := range s.a.cfg.Topics {
+		g, ok := granted[t.Topic]
+		if !ok || g == 0x80 {
+			s.finish(reasonSubscribe, fmt.Errorf("broker refused subscription to %q", t.Topic))
+			return
+		}
+		if int(g) < t.QoS {
+			s.a.log.WithFields(logrus.Fields{"topic": t.Topic, "qos": t.QoS, "granted_qos": int(g)}).
+				Warn("broker granted a lower qos")
+		}
+	}
+	s.subAt.Store(time.Now().UnixNano())
+	s.subscribed.Store(true)
+	select {
+	case <-s.end: // ended while subscribing: do not report it up
+		return
+	default:
+	}
+	select { // wait for Connect's result, for session_present
+	case <-s.opened:
+	case <-s.end:
+		return
+	}
+	s.a.setSubscribed(s.brokerName(), s.present.Load())
+}
+
+// handle carries one message through Emit and Ack. paho runs it in a
+// goroutine of its own (SetOrderMatters(false)); acknowledging before it
+// returns is what keeps paho v1.5.0 from panicking on a dead connection.
+func (s *session) handle(_ paho.Client, m paho.Message) {
+	fl := s.fl
+	if !fl.enter() {
+		return // Run is over: leave it unacknowledged
+	}
+	defer fl.leave()
+	received := time.Now()
+	s.a.noteMessage(received)
+	if fl.waiting() > s.a.cfg.MaxBuffered {
+		s.finish(reasonBackpressure, nil)
+	}
+	if t, ok := s.take(m); ok {
+		defer s.done(t)
+		if !s.waitTurn(t) {
+			return
+		}
+	}
+
+	r, segs := s.a.route(m.Topic())
+	if r == nil {
+		// A kept session can hold subscriptions from an older config.
+		s.mu.Lock()
+		first := !s.warned[m.Topic()]
+		s.warned[m.Topic()] = true
+		s.mu.Unlock()
+		if first {
+			s.a.log.WithField("topic", m.Topic()).
+				Warn("message on a topic not configured (subscription left in the broker session?); acknowledged and dropped")
+		}
+		m.Ack()
+		s.a.m.ignored("unmatched")
+		return
+	}
+	if m.Retained() && s.a.cfg.Retained == RetainedIgnore {
+		s.a.log.WithField("topic", m.Topic()).Trace("retained message ignored")
+		m.Ack()
+		s.a.m.ignored("retained")
+		return
+	}
+	f := s.a.frame(r, segs, m, received)
+	if !fl.acquire(s.ctx) {
+		return
+	}
+	defer fl.release()
+	s.emit(m, f)
+}
+
+// emit hands the frame to the sink and acknowledges it once durable.
+func (s *session) emit(m paho.Message, f *adapters.Frame) {
+	redeliverable := m.Qos() > 0 && !s.a.cfg.CleanSession
+	var b adapters.Backoff
+	for {
+		err := s.sink.Emit(s.ctx, f)
+		if adapters.Durable(err) {
+			m.Ack()
+			s.a.m.acked.Inc()
+			if n := s.a.emitFails.Swap(0); n > 0 {
+				s.a.log.WithField("count", n).Info("emit works again")
+			}
+			s.a.log.WithFields(logrus.Fields{"topic": f.Source, "bytes": len(f.Payload), "qos": int(m.Qos())}).
+				Trace("frame emitted")
+			return
+		}
+		if s.ctx.Err() != nil {
+			return // shutting down: unacknowledged, the broker keeps it for the session
+		}
+		s.a.m.failed("emit")
+		l := s.a.log.WithError(err).WithFields(logrus.Fields{"topic": f.Source, "qos": int(m.Qos())})
+		level := logrus.WarnLevel
+		if s.a.emitFails.Add(1) > 1 {
+			level = logrus.DebugLevel
+		}
+		if redeliverable {
+			l.Log(level, "emit failed; not acknowledged, the broker sends it again after reconnect")
+			s.finish(reasonEmit, err)
+			return
+		}
+		// Nobody would send it again: keep it and retry here.
+		l.Log(level, "emit failed; retrying")
+		if !b.Wait(s.ctx) {
+			return
+		}
+	}
+}
+
+// orderStore is paho's memory store plus the arrival order of QoS 1/2
+// PUBLISH packets: paho stores each one ("i.ID") on its reading goroutine
+// before dispatching it.
+type orderStore struct {
+	paho.Store
+	s *session
+}
+
+func (o orderStore) Put(key string, p packets.ControlPacket) {
+	if pub, ok := p.(*packets.PublishPacket); ok && strings.HasPrefix(key, "i.") {
+		o.s.assign(pub.MessageID, pub.TopicName)
+	}
+	o.Store.Put(key, p)
+}
+
+// assign gives a packet id the next place in its topic's lane.
+func (s *session) assign(id uint16, topic string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.unordered {
+		return
+	}
+	if _, dup := s.tickets[id]; dup {
+		// An id reused before its handler ran: cannot tell the two apart.
+		s.releaseLocked()
+		return
+	}
+	l := s.lanes[topic]
+	if l == nil {
+		l = &lane{turn: make(chan struct{})}
+		s.lanes[topic] = l
+	}
+	s.tickets[id] = ticket{topic: topic, seq: l.tail}
+	l.tail++
+}
+
+// take finds a message's place, if it has one.
+func (s *session) take(m paho.Message) (ticket, bool) {
+	if m.Qos() == 0 {
+		return ticket{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.tickets[m.MessageID()]
+	if !ok {
+		return ticket{}, false
+	}
+	delete(s.tickets, m.MessageID())
+	if t.topic != m.Topic() {
+		s.releaseLocked()
+	}
+	return t, true
+}
+
+// waitTurn blocks until the message is at the head of its lane, the
+// session gave up ordering, or Run ends (false).
+func (s *session) waitTurn(t ticket) bool {
+	for {
+		s.mu.Lock()
+		l := s.lanes[t.topic]
+		if s.unordered || l == nil || l.head == t.seq {
+			s.mu.Unlock()
+			return true
+		}
+		turn := l.turn
+		s.mu.Unlock()
+		select {
+		case <-turn:
+		case <-s.loose:
+		case <-s.ctx.Done():
+			return false
+		}
+	}
+}
+
+// done moves the lane on past a finished message.
+func (s *session) done(t ticket) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.lanes[t.topic]
+	if l == nil {
+		return
+	}
+	if l.head == t.seq {
+		l.head++
+		close(l.turn)
+		l.turn = make(chan struct{})
+	}
+	if l.head == l.tail {
+		delete(s.lanes, t.topic)
+	}
+}
+
+// flow is shared by every connection of one Run: the emit slots, the count
+// of messages held, and the handler calls still inside the adapter.
+type flow struct {
+	slots chan struct{}
+	m     metrics
+
+	mu       sync.Mutex
+	closed   bool
+	active   int // handler calls inside the adapter
+	drained  chan struct{}
+	inHand   int // received, not finished
+	emitting int
+	lastIdle time.Time // when inHand last fell to 0
+}
+
+func newFlow(maxInflight int, m metrics) *flow {
+	return &flow{slots: make(chan struct{}, maxInflight), m: m, drained: make(chan struct{})}
+}
+
+func (f *flow) enter() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.active++
+	f.inHand++
+	f.m.unacked.Set(float64(f.inHand))
+	return true
+}
+
+func (f *flow) leave() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.active--
+	f.inHand--
+	if f.inHand == 0 {
+		f.lastIdle = time.Now()
+	}
+	f.m.unacked.Set(float64(f.inHand))
+	if f.closed && f.active == 0 {
+		close(f.drained)
+	}
+}
+
+// waiting is how many held messages are not inside Emit.
+func (f *flow) waiting() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inHand - f.emitting
+}
+
+func (f *flow) idle() (inHand int, lastIdle time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inHand, f.lastIdle
+}
+
+func (f *flow) acquire(ctx context.Context) bool {
+	select {
+	case f.slots <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	f.mu.Lock()
+	f.emitting++
+	f.m.emitting.Set(float64(f.emitting))
+	f.mu.Unlock()
+	return true
+}
+
+func (f *flow) release() {
+	f.mu.Lock()
+	f.emitting--
+	f.m.emitting.Set(float64(f.emitting))
+	f.mu.Unlock()
+	<-f.slots
+}
+
+// waitBacklog waits until every held message is inside Emit or done
+// (after a back-pressure pause), or ctx ends.
+func (f *flow) waitBacklog(ctx context.Context) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for f.waiting() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// shutdown refuses new handler calls and waits for those inside (they end
+// promptly: Run's ctx is cancelled).
+func (f *flow) shutdown() {
+	f.mu.Lock()
+	f.closed = true
+	if f.active == 0 {
+		close(f.drained)
+	}
+	f.mu.Unlock()
+	<-f.drained
+}
+
+var _ paho.Store = orderStore{}
