@@ -146,7 +146,9 @@ type fakeStore struct {
 	dss    map[string]json.RawMessage
 	seen   map[string]bool
 	// accepted records per endpoint, in arrival order
-	got    map[string][]json.RawMessage
+	got map[string][]json.RawMessage
+	// order of accepted requests: "endpoint:device"
+	order  []string
 	script func(r *req) reply
 	// strict makes observations/alarms need known entities
 	strict   bool
@@ -273,6 +275,7 @@ func (s *fakeStore) store(r *req) {
 		}
 		s.seen[r.batchID] = true
 	}
+	s.order = append(s.order, r.ep+":"+r.dev)
 	for _, it := range r.items {
 		var v struct {
 			SensusID string `json:"sensusID"`
