@@ -1,6 +1,3 @@
-// Package queue is vigd's durable on-disk log of encoded records waiting for
-// upstream. The pipeline appends; the forwarder reads oldest first and
-// commits what the server has taken. See Queue for the contract.
 package queue
 
 import (
@@ -76,6 +73,13 @@ type Stats struct {
 	Segments  int
 	Evicted   int64 // records dropped by the size/age policy since start
 	Corrupted int64 // torn or garbled records skipped since start
+
+	// Counters since start added after the first contract; zero in
+	// implementations that do not track them.
+	Appended    int64 // records appended durably
+	Rejected    int64 // records refused with ErrFull
+	Fsyncs      int64 // fsync calls (Disk only): group commit keeps this well below Appended
+	Quarantined int64 // damaged segment files put aside (Disk only)
 }
 
 // Errors callers classify with errors.Is.
