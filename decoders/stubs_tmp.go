@@ -1,9 +1,5 @@
 package decoders
 
-func (c *compiler) nmeaEngine(nc *nmeaConfig, path string) (engine, map[string]bool, []string, map[string][]computedConfig) {
-	c.d.errAt(path, "nmea not implemented yet")
-	return nil, nil, nil, nil
-}
 func (c *compiler) jsonEngine(jc *jsonConfig, path string) (engine, map[string]bool, []string) {
 	c.d.errAt(path, "json not implemented yet")
 	return nil, nil, nil
