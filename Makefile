@@ -24,7 +24,7 @@ test-short:
 	$(GO) test -short -count=1 ./...
 
 demo: build
-	./scripts/demo.sh
+	$(GO) run ./scripts/demo
 
 clean:
 	rm -rf $(BIN) dist

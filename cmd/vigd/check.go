@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/vigd/vigd/decoders"
+	"github.com/vigd/vigd/devices"
+	"github.com/vigd/vigd/internal/config"
+)
+
+// configErrors prints every problem, one per line, and is errConfig.
+type configErrors struct{ errs []error }
+
+func (c *configErrors) Error() string {
+	var b strings.Builder
+	for i, e := range c.errs {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	fmt.Fprintf(&b, "\n%d configuration error(s)", len(c.errs))
+	return b.String()
+}
+
+func (c *configErrors) Is(target error) bool { return target == errConfig }
+
+// flattenErr unwraps errors.Join trees into a list.
+func flattenErr(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flattenErr(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// loaded is a checked configuration with its decoders and devices.
+type loaded struct {
+	cfg      *config.Config
+	decoders *decoders.Set
+	devices  *devices.Registry
+}
+
+// loadAll reads the config, every decoder and the device registry,
+// collecting every error (config errors first).
+func loadAll(path string) (*loaded, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, &configErrors{errs: flattenErr(err)}
+	}
+	var errs []error
+	l := &loaded{cfg: cfg}
+	files, err := cfg.DecoderFiles()
+	if err != nil {
+		errs = append(errs, err)
+	} else if len(files) == 0 {
+		errs = append(errs, fmt.Errorf("%s: decoders: no decoder files found in %s", path, strings.Join(cfg.Decoders, ", ")))
+	} else if set, err := decoders.LoadFiles(files...); err != nil {
+		errs = append(errs, flattenErr(err)...)
+	} else {
+		l.decoders = set
+		for _, a := range cfg.Adapters {
+			if a.Decoder != "" {
+				if _, ok := set.Get(a.Decoder); !ok {
+					errs = append(errs, fmt.Errorf("%s:%d: adapters %q: decoder: no decoder named %q (have %s)", path, a.Line, a.Name, a.Decoder, strings.Join(set.Names(), ", ")))
+				}
+			}
+		}
+	}
+	l.devices = devices.Empty()
+	if cfg.Devices.File != "" {
+		reg, err := devices.Load(cfg.Devices.File)
+		if err != nil {
+			errs = append(errs, flattenErr(err)...)
+		} else {
+			l.devices = reg
+		}
+	}
+	if len(errs) > 0 {
+		return nil, &configErrors{errs: errs}
+	}
+	return l, nil
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check")
+	path := fs.String("c", "/etc/vigd/vigd.yaml", "config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	l, err := loadAll(*path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d adapters, %d decoders, %d device identities)\n",
+		*path, len(l.cfg.Adapters), len(l.decoders.Names()), l.devices.Len())
+	return nil
+}

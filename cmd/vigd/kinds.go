@@ -1,0 +1,8 @@
+package main
+
+// The adapter kinds this binary offers; each registers itself in init.
+import (
+	_ "github.com/vigd/vigd/adapters/iridium/directip"
+	_ "github.com/vigd/vigd/adapters/iridium/rockblock"
+	_ "github.com/vigd/vigd/adapters/mqtt"
+)

@@ -1,0 +1,499 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/sirupsen/logrus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/vigd/vigd/adapters"
+	"github.com/vigd/vigd/forwarder"
+	"github.com/vigd/vigd/forwarder/deadletter"
+	"github.com/vigd/vigd/forwarder/queue"
+	"github.com/vigd/vigd/internal/config"
+	"github.com/vigd/vigd/internal/pipeline"
+)
+
+func cmdRun(args []string, stderr io.Writer) error {
+	fs := newFlags("run")
+	path := fs.String("c", "/etc/vigd/vigd.yaml", "config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	return Run(ctx, *path, stderr)
+}
+
+// daemon is one running vigd: built by Run, torn down when ctx ends.
+type daemonState struct {
+	path   string
+	logs   *logs
+	log    *logrus.Entry
+	health *health
+
+	data, alarms *queue.Disk
+	state        *forwarder.State
+	dl           *deadletter.Store
+	pipe         *pipeline.Pipeline
+	fwd          *forwarder.Forwarder
+
+	mu       sync.Mutex
+	running  map[string]*runningAdapter // by adapter name
+	adapters sync.WaitGroup
+}
+
+type runningAdapter struct {
+	conf   config.Adapter
+	cancel context.CancelFunc
+	done   chan struct{}
+	impl   adapters.Adapter
+}
+
+// Run starts the daemon from a config file and blocks until ctx ends. It is
+// what `vigd run` calls, and tests call it in-process.
+func Run(ctx context.Context, path string, logOut io.Writer) error {
+	l, err := loadAll(path)
+	if err != nil {
+		return err
+	}
+	cfg := l.cfg
+	lg := newLogs(cfg.Log, logOut)
+	d := &daemonState{path: path, logs: lg, log: lg.entry("daemon", nil), health: newHealth(), running: map[string]*runningAdapter{}}
+	d.log.WithFields(logrus.Fields{"version": version, "config": path}).Info("starting")
+
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if err := d.openStores(cfg); err != nil {
+		return err
+	}
+	defer d.closeStores()
+
+	d.pipe, err = pipeline.New(pipeline.Options{
+		Data: d.data, Alarms: d.alarms, State: d.state, DeadLetters: d.dl,
+		RawFrames: cfg.Pipeline.RawFrames, DeviceType: cfg.Pipeline.DeviceType,
+		UnknownDevices: cfg.Devices.Unknown, DeviceIDTemplate: cfg.Devices.DeviceIDTemplate,
+		Log: lg.entry("pipeline", nil),
+	}, l.decoders, l.devices)
+	if err != nil {
+		return err
+	}
+	d.fwd, err = forwarder.New(cfg.Forwarder, forwarder.Deps{
+		Data: d.data, Alarms: d.alarms, State: d.state, DeadLetters: d.dl,
+		Log: lg.entry("forwarder", nil),
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var bg sync.WaitGroup
+	if cfg.HTTP.Listen != "" {
+		addr, _, err := d.health.serve(ctx, cfg.HTTP.Listen)
+		if err != nil {
+			return err
+		}
+		d.log.WithField("address", addr.String()).Info("http endpoint listening")
+	}
+	d.addStoreChecks()
+
+	// The forwarder runs until the very end, so that a graceful stop can
+	// flush what the adapters queued last.
+	fwdCtx, fwdCancel := context.WithCancel(context.Background())
+	defer fwdCancel()
+	fwdDone := make(chan error, 1)
+	go func() { fwdDone <- d.fwd.Run(fwdCtx) }()
+
+	if err := d.startAdapters(ctx, cfg); err != nil {
+		cancel()
+		d.stopAdapters()
+		fwdCancel()
+		<-fwdDone
+		return err
+	}
+	bg.Add(1)
+	go func() { defer bg.Done(); d.replayLoop(ctx) }()
+
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+	d.log.WithField("adapters", len(cfg.Adapters)).Info("running")
+	bg.Add(1)
+	go func() { defer bg.Done(); d.watchdog(ctx) }()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-hup:
+			d.reload(ctx)
+		case err := <-fwdDone:
+			// The forwarder only returns early on a programming error.
+			cancel()
+			d.stopAdapters()
+			bg.Wait()
+			return fmt.Errorf("forwarder stopped: %w", err)
+		}
+	}
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	d.log.Info("stopping: no more input")
+	d.stopAdapters()
+	bg.Wait()
+	// Flush: give the forwarder a deadline to send what is queued; the rest
+	// stays on disk for the next start.
+	flush := cfg.Forwarder.Timeout.D()
+	if flush <= 0 || flush > 10*time.Second {
+		flush = 10 * time.Second
+	}
+	d.waitDrained(flush)
+	fwdCancel()
+	<-fwdDone
+	d.log.WithFields(logrus.Fields{"data_backlog": d.data.Stats().Records, "alarm_backlog": d.alarms.Stats().Records}).Info("stopped")
+	return nil
+}
+
+func (d *daemonState) openStores(cfg *config.Config) error {
+	var err error
+	qopts := func(name string, q config.Queue) (queue.Options, error) {
+		pol, err := queue.ParsePolicy(q.Policy)
+		return queue.Options{
+			Name: name, Log: d.logs.entry("queue", nil), SegmentSize: cfg.Queue.SegmentBytes,
+			MaxBytes: q.MaxBytes, MaxAge: q.MaxAge, Policy: pol,
+		}, err
+	}
+	o, err := qopts("data", cfg.Queue.Data)
+	if err != nil {
+		return fmt.Errorf("%w: queue.data.policy: %v", errConfig, err)
+	}
+	if d.data, err = queue.Open(filepath.Join(cfg.DataDir, "queue", "data"), o); err != nil {
+		return fmt.Errorf("open data queue: %w", err)
+	}
+	if o, err = qopts("alarms", cfg.Queue.Alarms); err != nil {
+		return fmt.Errorf("%w: queue.alarms.policy: %v", errConfig, err)
+	}
+	if d.alarms, err = queue.Open(filepath.Join(cfg.DataDir, "queue", "alarms"), o); err != nil {
+		return fmt.Errorf("open alarm queue: %w", err)
+	}
+	if d.state, err = forwarder.OpenState(filepath.Join(cfg.DataDir, "state.db")); err != nil {
+		return fmt.Errorf("open state: %w", err)
+	}
+	if d.dl, err = deadletter.Open(filepath.Join(cfg.DataDir, "deadletters"), deadletter.Options{MaxBytes: cfg.DeadLetters.MaxBytes, Log: d.logs.entry("deadletters", nil)}); err != nil {
+		return fmt.Errorf("open dead letters: %w", err)
+	}
+	return nil
+}
+
+func (d *daemonState) closeStores() {
+	for _, c := range []io.Closer{d.data, d.alarms, d.state} {
+		if c != nil && !isNilCloser(c) {
+			_ = c.Close()
+		}
+	}
+}
+
+func isNilCloser(c io.Closer) bool {
+	switch v := c.(type) {
+	case *queue.Disk:
+		return v == nil
+	case *forwarder.State:
+		return v == nil
+	}
+	return false
+}
+
+func (d *daemonState) addStoreChecks() {
+	for _, q := range []*queue.Disk{d.data, d.alarms} {
+		q := q
+		d.health.set("queue/"+filepath.Base(q.Dir()), func() (bool, string) {
+			st := q.Stats()
+			if err := q.Health(); err != nil {
+				return false, fmt.Sprintf("cannot write: %v (backlog %d records)", err, st.Records)
+			}
+			return true, fmt.Sprintf("writable, backlog %d records, %d bytes", st.Records, st.Bytes)
+		})
+	}
+	d.health.set("forwarder", func() (bool, string) {
+		st := d.fwd.Status()
+		return st.State != "refused", st.String()
+	})
+}
+
+// startAdapters builds every adapter (no I/O) and runs each under a
+// supervisor that restarts it with backoff when Run fails.
+func (d *daemonState) startAdapters(ctx context.Context, cfg *config.Config) error {
+	for _, a := range cfg.Adapters {
+		if err := d.startAdapter(ctx, cfg, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *daemonState) startAdapter(ctx context.Context, cfg *config.Config, a config.Adapter) error {
+	kind, _ := adapters.Lookup(a.Kind)
+	stateDir := filepath.Join(cfg.DataDir, "adapters", a.Name)
+	if err := os.MkdirAll(stateDir, 0o750); err != nil {
+		return err
+	}
+	log := d.logs.entry("adapter/"+a.Name, logrus.Fields{"name": a.Name, "kind": a.Kind})
+	impl, err := kind.New(a.Name, a.Settings, adapters.Env{Log: log, StateDir: stateDir})
+	if err != nil {
+		return fmt.Errorf("%w: %s:%d: adapters %q: %v", errConfig, cfg.File, a.Line, a.Name, err)
+	}
+	actx, acancel := context.WithCancel(ctx)
+	ra := &runningAdapter{conf: a, cancel: acancel, done: make(chan struct{}), impl: impl}
+	d.mu.Lock()
+	d.running[a.Name] = ra
+	d.mu.Unlock()
+	if sr, ok := impl.(adapters.StatusReporter); ok {
+		d.health.set("adapter/"+a.Name, func() (bool, string) {
+			st := sr.Status()
+			return st.OK, st.Detail
+		})
+	}
+	sink := d.pipe.For(a.Name, a.Kind, a.Decoder, a.CustomerID)
+	d.adapters.Add(1)
+	go func() {
+		defer d.adapters.Done()
+		defer close(ra.done)
+		var bo adapters.Backoff
+		for {
+			err := impl.Run(actx, sink)
+			if actx.Err() != nil {
+				return
+			}
+			if err == nil {
+				err = errors.New("returned without error")
+			}
+			log.WithError(err).WithField("attempt", bo.Attempt()+1).Error("adapter stopped; restarting")
+			if !bo.Wait(actx) {
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+func (d *daemonState) stopAdapter(name string) {
+	d.mu.Lock()
+	ra := d.running[name]
+	delete(d.running, name)
+	d.mu.Unlock()
+	if ra == nil {
+		return
+	}
+	ra.cancel()
+	<-ra.done
+	d.health.remove("adapter/" + name)
+}
+
+func (d *daemonState) stopAdapters() {
+	d.mu.Lock()
+	names := make([]string, 0, len(d.running))
+	for n := range d.running {
+		names = append(names, n)
+	}
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, n := range names {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.stopAdapter(n) }()
+	}
+	wg.Wait()
+	d.adapters.Wait()
+}
+
+// reload re-reads config, decoders and devices; a bad new set is logged
+// with its file:line errors and the running set stays. Adapters whose
+// settings did not change keep running (and their connections); the
+// queues are never touched.
+func (d *daemonState) reload(ctx context.Context) {
+	d.log.Info("reloading")
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
+	defer daemon.SdNotify(false, daemon.SdNotifyReady)
+	l, err := loadAll(d.path)
+	if err != nil {
+		for _, e := range flattenErr(err) {
+			if ce, ok := e.(*configErrors); ok {
+				for _, x := range ce.errs {
+					d.log.WithField("error", x.Error()).Error("reload refused: configuration error; keeping the running configuration")
+				}
+				continue
+			}
+			d.log.WithError(e).Error("reload refused; keeping the running configuration")
+		}
+		return
+	}
+	d.pipe.SetDecoders(l.decoders)
+	d.pipe.SetDevices(l.devices)
+	want := map[string]config.Adapter{}
+	for _, a := range l.cfg.Adapters {
+		want[a.Name] = a
+	}
+	d.mu.Lock()
+	var stop []string
+	keep := map[string]bool{}
+	for name, ra := range d.running {
+		na, ok := want[name]
+		if ok && sameAdapter(ra.conf, na) {
+			keep[name] = true
+			continue
+		}
+		stop = append(stop, name)
+	}
+	d.mu.Unlock()
+	for _, n := range stop {
+		d.stopAdapter(n)
+	}
+	started := 0
+	for _, a := range l.cfg.Adapters {
+		if keep[a.Name] {
+			continue
+		}
+		if err := d.startAdapter(ctx, l.cfg, a); err != nil {
+			d.log.WithError(err).WithField("name", a.Name).Error("reload: cannot start adapter")
+			continue
+		}
+		started++
+	}
+	d.log.WithFields(logrus.Fields{"kept": len(keep), "started": started, "stopped": len(stop)}).Info("reloaded")
+}
+
+// sameAdapter compares two adapter entries by their YAML (so comments and
+// key order do not matter, values do).
+func sameAdapter(a, b config.Adapter) bool {
+	ab, err1 := yaml.Marshal(a.Node)
+	bb, err2 := yaml.Marshal(b.Node)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return a.Name == b.Name && a.Kind == b.Kind && string(stripComments(ab)) == string(stripComments(bb))
+}
+
+// stripComments drops comment lines from marshalled YAML.
+func stripComments(b []byte) []byte {
+	var n yaml.Node
+	if yaml.Unmarshal(b, &n) != nil {
+		return b
+	}
+	var clear func(*yaml.Node)
+	clear = func(x *yaml.Node) {
+		x.HeadComment, x.LineComment, x.FootComment = "", "", ""
+		for _, c := range x.Content {
+			clear(c)
+		}
+	}
+	clear(&n)
+	out, err := yaml.Marshal(&n)
+	if err != nil {
+		return b
+	}
+	return out
+}
+
+// replayLoop takes dead letters marked for replay (by `vigd deadletters
+// replay`, possibly from another process) and processes them again.
+func (d *daemonState) replayLoop(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		d.replayOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (d *daemonState) replayOnce(ctx context.Context) {
+	entries, err := d.dl.TakeReplays()
+	if err != nil {
+		d.log.WithError(err).Warn("cannot list dead letters to replay")
+		return
+	}
+	for _, e := range entries {
+		var err error
+		switch e.Class {
+		case deadletter.ClassFrame:
+			err = d.pipe.Replay(ctx, e.Data)
+			var rej *adapters.RejectedError
+			if errors.As(err, &rej) {
+				// Still undecodable: it is in the store again with the
+				// current reason.
+				d.log.WithFields(logrus.Fields{"id": e.ID, "reason": rej.Reason}).Warn("replayed frame rejected again")
+				err = nil
+			}
+		default:
+			err = d.fwd.ReplayRecord(ctx, e)
+		}
+		if err != nil {
+			d.log.WithError(err).WithField("id", e.ID).Warn("replay failed; will try again")
+			continue
+		}
+		if err := d.dl.Delete(e.ID); err != nil {
+			d.log.WithError(err).WithField("id", e.ID).Warn("cannot remove replayed dead letter")
+		}
+	}
+}
+
+// waitDrained waits up to max for both queues to be empty.
+func (d *daemonState) waitDrained(max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		if d.data.Stats().Records == 0 && d.alarms.Stats().Records == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// watchdog pings systemd only while the pipeline really moves: the queues
+// are writable and the forwarder loop is alive. STATUS carries the backlog
+// and the last delivery.
+func (d *daemonState) watchdog(ctx context.Context) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	every := 10 * time.Second
+	if err == nil && interval > 0 {
+		every = interval / 3
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := d.fwd.Status()
+		status := fmt.Sprintf("STATUS=backlog %d records (%d alarms); %s", d.data.Stats().Records+d.alarms.Stats().Records, d.alarms.Stats().Records, st.String())
+		msg := status
+		if d.alive() {
+			msg += "\n" + daemon.SdNotifyWatchdog
+		}
+		_, _ = daemon.SdNotify(false, msg)
+	}
+}
+
+// alive reports whether the pipeline moves: queues writable, forwarder loop
+// not stuck.
+func (d *daemonState) alive() bool {
+	if d.data.Health() != nil || d.alarms.Health() != nil {
+		return false
+	}
+	return d.fwd.Status().State != "stopped"
+}

@@ -1,0 +1,388 @@
+// Package pipeline is the middle of vigd: it implements adapters.Sink. For
+// each frame it picks the decoder, resolves the device, decodes, records
+// thing and datastream definitions in the forwarder's state store, appends
+// observations and alarms to the durable queues, and only then returns — so
+// an adapter's acknowledgement always follows durability. A frame that
+// cannot be decoded is kept in the dead-letter store (and archived raw),
+// never dropped.
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/sirupsen/logrus"
+
+	"github.com/vigd/vigd/adapters"
+	"github.com/vigd/vigd/decoders"
+	"github.com/vigd/vigd/decoders/sta"
+	"github.com/vigd/vigd/devices"
+	"github.com/vigd/vigd/forwarder"
+	"github.com/vigd/vigd/forwarder/deadletter"
+	"github.com/vigd/vigd/forwarder/queue"
+)
+
+var (
+	framesIn = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigd_pipeline_frames_total",
+		Help: "Frames handed to the pipeline, by adapter and result (decoded, deadlettered, failed).",
+	}, []string{"adapter", "result"})
+	decodedBy = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigd_decoder_frames_total",
+		Help: "Frames per decoder and result (ok, error).",
+	}, []string{"decoder", "result"})
+	recordsOut = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigd_pipeline_records_total",
+		Help: "Records queued by the pipeline, by kind.",
+	}, []string{"kind"})
+)
+
+// alarmBucket is the state-store bucket holding alarm states.
+const alarmBucket = "alarms"
+
+// Options wires a Pipeline.
+type Options struct {
+	Data, Alarms queue.Queue
+	State        *forwarder.State
+	DeadLetters  *deadletter.Store
+	// RawFrames: "all", "undecoded" or "none" (see config).
+	RawFrames  string
+	DeviceType string
+	// UnknownDevices: "accept" or "deadletter".
+	UnknownDevices   string
+	DeviceIDTemplate string
+	Log              *logrus.Entry
+}
+
+// Pipeline implements adapters.Sink. Safe for concurrent use.
+type Pipeline struct {
+	o        Options
+	decoders atomic.Pointer[decoders.Set]
+	devices  atomic.Pointer[devices.Registry]
+
+	alarmMu sync.Mutex
+	alarms  map[string]bool
+
+	entMu    sync.Mutex
+	entities map[string]string // sensusID → definition hash already stored
+
+	// Frames of one source are decoded one at a time, so that alarm
+	// raise/clear decisions see the previous frame's outcome.
+	seed  maphash.Seed
+	locks [64]sync.Mutex
+}
+
+// New builds a pipeline and loads the remembered alarm states.
+func New(o Options, set *decoders.Set, reg *devices.Registry) (*Pipeline, error) {
+	if reg == nil {
+		reg = devices.Empty()
+	}
+	p := &Pipeline{o: o, alarms: map[string]bool{}, entities: map[string]string{}, seed: maphash.MakeSeed()}
+	p.decoders.Store(set)
+	p.devices.Store(reg)
+	if o.State != nil {
+		err := o.State.ForEach(alarmBucket, func(k string, v []byte) error {
+			p.alarms[k] = string(v) == "1"
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("load alarm states: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// SetDecoders swaps in a new decoder set (reload). Frames in flight finish
+// with the set they started with.
+func (p *Pipeline) SetDecoders(s *decoders.Set) { p.decoders.Store(s) }
+
+// Decoders is the set in use.
+func (p *Pipeline) Decoders() *decoders.Set { return p.decoders.Load() }
+
+// SetDevices swaps in a new device registry (reload).
+func (p *Pipeline) SetDevices(r *devices.Registry) { p.devices.Store(r) }
+
+// For returns the sink one adapter gets: frames that do not name a decoder
+// or customer take the adapter's.
+func (p *Pipeline) For(adapterName, kind, decoder, customerID string) adapters.Sink {
+	return adapters.SinkFunc(func(ctx context.Context, f *adapters.Frame) error {
+		if f.Adapter == "" {
+			f.Adapter = adapterName
+		}
+		if f.Kind == "" {
+			f.Kind = kind
+		}
+		if f.Decoder == "" {
+			f.Decoder = decoder
+		}
+		if f.CustomerID == "" {
+			f.CustomerID = customerID
+		}
+		return p.Emit(ctx, f)
+	})
+}
+
+// Emit implements adapters.Sink.
+func (p *Pipeline) Emit(ctx context.Context, f *adapters.Frame) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if f.Received.IsZero() {
+		f.Received = time.Now().UTC()
+	}
+	lock := &p.locks[maphash.String(p.seed, f.Adapter+"\x00"+f.Source+"\x00"+f.Identity)%uint64(len(p.locks))]
+	lock.Lock()
+	defer lock.Unlock()
+
+	dec, ok := p.decoders.Load().Get(f.Decoder)
+	if !ok {
+		reason := fmt.Sprintf("no decoder %q for %s", f.Decoder, f.Where())
+		if f.Decoder == "" {
+			reason = "no decoder configured for " + f.Where()
+		}
+		return p.reject(ctx, f, reason, nil)
+	}
+	res, err := dec.Decode(f, decoders.Env{
+		Lookup:          p.lookup,
+		DefaultCustomer: f.CustomerID,
+		Alarms:          p.alarmSnapshot(),
+	})
+	if err != nil {
+		decodedBy.WithLabelValues(dec.Name(), "error").Inc()
+		return p.reject(ctx, f, fmt.Sprintf("%s: %v", f.Where(), err), err)
+	}
+	decodedBy.WithLabelValues(dec.Name(), "ok").Inc()
+	if len(res.Observations) == 0 && len(res.Alarms) == 0 && len(res.Things) == 0 {
+		return p.reject(ctx, f, fmt.Sprintf("%s: decoder %s produced no records", f.Where(), dec.Name()), nil)
+	}
+	if err := p.store(ctx, f, res); err != nil {
+		framesIn.WithLabelValues(f.Adapter, "failed").Inc()
+		return err
+	}
+	framesIn.WithLabelValues(f.Adapter, "decoded").Inc()
+	return nil
+}
+
+// lookup resolves an identity through the registry, or (policy accept)
+// makes a device of it.
+func (p *Pipeline) lookup(identity string) (decoders.Device, bool) {
+	reg := p.devices.Load()
+	if d, ok := reg.Lookup(identity); ok {
+		return decoders.Device{ID: d.DeviceID, CustomerID: d.CustomerID, Name: d.Name, Description: d.Description, Properties: d.Properties}, true
+	}
+	if p.o.UnknownDevices == "deadletter" || identity == "" {
+		return decoders.Device{}, false
+	}
+	tmpl := p.o.DeviceIDTemplate
+	if tmpl == "" {
+		tmpl = "{identity}"
+	}
+	return decoders.Device{ID: strings.ReplaceAll(tmpl, "{identity}", identity), CustomerID: reg.DefaultCustomer()}, true
+}
+
+func (p *Pipeline) alarmSnapshot() map[string]bool {
+	p.alarmMu.Lock()
+	defer p.alarmMu.Unlock()
+	m := make(map[string]bool, len(p.alarms))
+	for k, v := range p.alarms {
+		m[k] = v
+	}
+	return m
+}
+
+func hashOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:12])
+}
+
+// store records the entities and appends the records; it returns nil only
+// when all of it is on disk.
+func (p *Pipeline) store(ctx context.Context, f *adapters.Frame, res *decoders.Result) error {
+	for _, th := range res.Things {
+		body, err := json.Marshal(th)
+		if err != nil {
+			return err
+		}
+		if err := p.upsert(th.SensusID, body, func() (bool, error) { return p.o.State.UpsertThing(th.SensusID, body) }); err != nil {
+			return fmt.Errorf("store thing %s: %w", th.SensusID, err)
+		}
+	}
+	for _, ds := range res.Datastreams {
+		body, err := json.Marshal(ds)
+		if err != nil {
+			return err
+		}
+		if err := p.upsert(ds.SensusID, body, func() (bool, error) {
+			return p.o.State.UpsertDatastream(ds.SensusID, ds.Thing.SensusID, body)
+		}); err != nil {
+			return fmt.Errorf("store datastream %s: %w", ds.SensusID, err)
+		}
+	}
+	dev := res.Device
+	thingRef := dev.ID + "@" + dev.CustomerID
+	if len(res.Alarms) > 0 {
+		recs := make([]queue.Record, 0, len(res.Alarms))
+		for _, a := range res.Alarms {
+			body, err := json.Marshal(a)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, queue.Record{Kind: queue.Alarm, DeviceID: dev.ID, CustomerID: dev.CustomerID, Ref: thingRef, Body: body})
+		}
+		if err := p.o.Alarms.Append(ctx, recs...); err != nil {
+			return fmt.Errorf("queue alarms: %w", err)
+		}
+		recordsOut.WithLabelValues("alarm").Add(float64(len(recs)))
+	}
+	recs := make([]queue.Record, 0, len(res.Observations)+1)
+	for i := range res.Observations {
+		o := &res.Observations[i]
+		body, err := json.Marshal(o)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, queue.Record{Kind: queue.Observation, DeviceID: dev.ID, CustomerID: dev.CustomerID, Ref: o.Datastream.SensusID, Body: body})
+	}
+	nObs := len(recs)
+	if p.o.RawFrames == "all" {
+		raw, err := p.rawRecord(f, dev.ID, dev.CustomerID)
+		if err != nil {
+			return err
+		}
+		recs = append(recs, raw)
+	}
+	if len(recs) > 0 {
+		if err := p.o.Data.Append(ctx, recs...); err != nil {
+			return fmt.Errorf("queue observations: %w", err)
+		}
+		recordsOut.WithLabelValues("observation").Add(float64(nObs))
+		if len(recs) > nObs {
+			recordsOut.WithLabelValues("raw").Inc()
+		}
+	}
+	if len(res.AlarmChanges) > 0 {
+		p.alarmMu.Lock()
+		defer p.alarmMu.Unlock()
+		for k, v := range res.AlarmChanges {
+			val := "0"
+			if v {
+				val = "1"
+			}
+			// The records are already queued: a crash before this write
+			// re-raises the same alarm (same alarmId), which the server
+			// takes as the same alarm. Losing it would be worse.
+			if err := p.o.State.Put(alarmBucket, k, []byte(val)); err != nil {
+				p.o.Log.WithError(err).WithField("alarm", k).Error("cannot save alarm state")
+			}
+			p.alarms[k] = v
+		}
+	}
+	return nil
+}
+
+// upsert calls store only when the definition changed since this process
+// last stored it (the state store compares again, durably).
+func (p *Pipeline) upsert(key string, body []byte, store func() (bool, error)) error {
+	h := hashOf(body)
+	p.entMu.Lock()
+	same := p.entities[key] == h
+	p.entMu.Unlock()
+	if same {
+		return nil
+	}
+	if _, err := store(); err != nil {
+		return err
+	}
+	p.entMu.Lock()
+	p.entities[key] = h
+	p.entMu.Unlock()
+	return nil
+}
+
+func (p *Pipeline) rawRecord(f *adapters.Frame, deviceID, customerID string) (queue.Record, error) {
+	if deviceID == "" {
+		deviceID = f.Identity
+	}
+	if deviceID == "" {
+		deviceID = "unknown"
+	}
+	if customerID == "" {
+		customerID = f.CustomerID
+	}
+	meta := map[string]string{"source": strings.ToUpper(f.Kind), "adapter": f.Adapter, "from": f.Source}
+	for k, v := range f.Meta {
+		meta[k] = v
+	}
+	body, err := json.Marshal(sta.Raw{
+		DeviceID:      deviceID,
+		CustomerID:    customerID,
+		TransportType: strings.ToUpper(f.Kind),
+		DataType:      "SENSOR_DATA",
+		DeviceType:    p.o.DeviceType,
+		Payload:       hex.EncodeToString(f.Payload),
+		Timestamp:     f.Received.UTC().Format(time.RFC3339),
+		Metadata:      meta,
+	})
+	if err != nil {
+		return queue.Record{}, err
+	}
+	return queue.Record{Kind: queue.Raw, DeviceID: deviceID, CustomerID: customerID, Ref: deviceID + "@" + customerID, Body: body}, nil
+}
+
+// reject keeps the frame in the dead-letter store (and archives it raw
+// unless raw_frames is none). It returns a *RejectedError when both are on
+// disk, so the adapter may acknowledge.
+func (p *Pipeline) reject(ctx context.Context, f *adapters.Frame, reason string, cause error) error {
+	data, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	if _, err := p.o.DeadLetters.Put(deadletter.Entry{
+		Class:  deadletter.ClassFrame,
+		Reason: reason,
+		Where:  f.Where(),
+		Data:   data,
+	}); err != nil {
+		framesIn.WithLabelValues(f.Adapter, "failed").Inc()
+		return fmt.Errorf("dead-letter frame from %s: %w", f.Where(), err)
+	}
+	if p.o.RawFrames != "none" {
+		raw, err := p.rawRecord(f, "", "")
+		if err == nil {
+			err = p.o.Data.Append(ctx, raw)
+		}
+		if err != nil {
+			// The frame itself is safe in dead letters; the raw archive
+			// copy is best effort here.
+			p.o.Log.WithError(err).WithField("source", f.Where()).Warn("cannot queue raw copy of rejected frame")
+		}
+	}
+	framesIn.WithLabelValues(f.Adapter, "deadlettered").Inc()
+	p.o.Log.WithFields(logrus.Fields{"source": f.Where(), "decoder": f.Decoder, "reason": reason}).Debug("frame dead-lettered")
+	return &adapters.RejectedError{Reason: reason, Err: cause}
+}
+
+// Replay re-decodes a dead-lettered frame with the decoders as they are now.
+func (p *Pipeline) Replay(ctx context.Context, data []byte) error {
+	var f adapters.Frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return fmt.Errorf("dead letter is not a frame: %w", err)
+	}
+	err := p.Emit(ctx, &f)
+	var rej *adapters.RejectedError
+	if errors.As(err, &rej) {
+		return err
+	}
+	return err
+}
