@@ -36,7 +36,7 @@ type Env struct {
 	// DefaultCustomer is used when neither the registry nor the frame gives one.
 	DefaultCustomer string
 	// Alarms is the persisted alarm state: key → active. Keys are
-	// "{decoder}/{rule}@{deviceId}" (see Result.AlarmChanges). nil: all inactive.
+	// "{rule}@{deviceId}" (AlarmKey). nil: all inactive.
 	Alarms map[string]bool
 }
 
@@ -750,9 +750,11 @@ func (s *alarmState) active(key string) bool {
 func (s *alarmState) set(key string, v bool) { s.changes[key] = v }
 
 // AlarmKey is the key of an alarm rule's state for a device in Env.Alarms
-// and Result.AlarmChanges.
-func AlarmKey(decoder, rule, deviceID string) string {
-	return decoder + "/" + rule + "@" + deviceID
+// and Result.AlarmChanges: "{rule}@{deviceId}". It leaves the decoder out
+// on purpose: a device moved to another decoder with the same rule (TOA5 to
+// TOB1) keeps its alarm state.
+func AlarmKey(rule, deviceID string) string {
+	return rule + "@" + deviceID
 }
 
 func evalBool(p *vm.Program, e map[string]any) (bool, error) {
@@ -772,7 +774,7 @@ func evalBool(p *vm.Program, e map[string]any) (bool, error) {
 // true. A condition that cannot be evaluated (a missing value) changes
 // nothing.
 func (d *Decoder) evalAlarm(a *alarmRule, r *record, e map[string]any, t time.Time, dev Device, st *alarmState) (*sta.Alarm, string) {
-	key := AlarmKey(d.name, a.name, dev.ID)
+	key := AlarmKey(a.name, dev.ID)
 	active := st.active(key)
 	var fire bool
 	var err error

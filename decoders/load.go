@@ -154,6 +154,7 @@ type compiler struct {
 	d     *yamlDec
 	ec    *exprCompiler
 	known map[string]bool // nil: field names only known at run time
+	zone  *time.Location  // the decoder's time zone (binary secnano epochs)
 }
 
 func (c *compiler) expr(src, path string) *vm.Program {
@@ -174,6 +175,12 @@ var baseNames = []string{"frame", "decoder", "identity", "deviceId", "customerId
 func (c *compiler) compile(cfg *fileConfig) *Decoder {
 	dec := &Decoder{name: cfg.Name, description: cfg.Description, format: cfg.Format, groups: map[string][]computed{}}
 	dec.namePos = c.d.lookup("name")
+	c.zone = time.UTC
+	if cfg.Time != nil && cfg.Time.Zone != "" {
+		if z, err := loadZone(cfg.Time.Zone); err == nil {
+			c.zone = z
+		}
+	}
 	if cfg.Name == "" {
 		c.d.errAt("name", "a decoder needs a name")
 	} else if !nameRe.MatchString(cfg.Name) {
