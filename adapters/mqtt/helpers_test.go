@@ -150,6 +150,7 @@ func (s *recSink) concurrency() (cur, max int) {
 // running is an adapter whose Run goroutine the test controls.
 type running struct {
 	a      *Adapter
+	log    *syncBuf
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -158,13 +159,13 @@ type running struct {
 // idempotent).
 func start(t *testing.T, name string, cfg Config, sink adapters.Sink) *running {
 	t.Helper()
-	log, _ := testLog(t)
+	log, buf := testLog(t)
 	a, err := New(name, cfg, adapters.Env{Log: log, StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{a: a, cancel: cancel, done: make(chan error, 1)}
+	r := &running{a: a, log: buf, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- a.Run(ctx, sink) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
