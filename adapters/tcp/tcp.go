@@ -1,0 +1,397 @@
+// Package tcp is the TCP listener adapter (kind "tcp"): devices and
+// loggers connect, send frames (cut by adapters/framing) and, when
+// configured, get a reply after each frame is durably queued.
+//
+// One goroutine serves each connection and handles one frame at a time:
+// it reads a frame, hands it to the sink and waits. While Emit blocks
+// (the queue is full) nothing more is read from that socket, so TCP flow
+// control slows the device down instead of vigd buffering in memory. The
+// reply goes out only when Emit's result is durable (adapters.Durable);
+// after any other error the connection is closed without a reply, so the
+// device sends the frame again later.
+package tcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/vigd/vigd/adapters"
+	"github.com/vigd/vigd/adapters/framing"
+)
+
+// Kind is the adapter kind name.
+const Kind = "tcp"
+
+func init() {
+	adapters.Register(adapters.Kind{
+		Name:      Kind,
+		NewConfig: func() adapters.Config { return DefaultConfig() },
+		New: func(name string, cfg adapters.Config, env adapters.Env) (adapters.Adapter, error) {
+			c, ok := cfg.(*Config)
+			if !ok {
+				return nil, fmt.Errorf("tcp: config is %T, not *tcp.Config", cfg)
+			}
+			return New(name, c, env)
+		},
+	})
+}
+
+// Listener is one configured tcp adapter.
+type Listener struct {
+	name          string
+	cfg           Config
+	framing       framing.Config
+	log           *logrus.Entry
+	reply         []byte
+	replyRejected []byte
+	identityReply []byte
+	fixedID       string
+
+	ready     chan struct{}
+	readyOnce sync.Once
+
+	mu        sync.Mutex
+	addr      net.Addr
+	listening bool
+	conns     map[net.Conn]struct{}
+	closing   bool // Run is shutting down: close new conns at once
+	refusing  bool // in a streak of refused connections (log at warn once)
+
+	m metrics
+}
+
+// New builds a listener from a config; it validates and does no I/O.
+func New(name string, cfg *Config, env adapters.Env) (*Listener, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := env.Log
+	if log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = logrus.NewEntry(l)
+	}
+	l := &Listener{
+		name:    name,
+		cfg:     *cfg,
+		framing: cfg.framing(),
+		log:     log,
+		ready:   make(chan struct{}),
+		m:       newMetrics(name),
+	}
+	l.reply, _ = framing.ParseBytes(cfg.Reply) // checked by Validate
+	l.replyRejected = l.reply
+	if cfg.ReplyRejected != nil {
+		l.replyRejected, _ = framing.ParseBytes(*cfg.ReplyRejected)
+	}
+	l.identityReply, _ = framing.ParseBytes(cfg.IdentityReply)
+	if id, ok := strings.CutPrefix(cfg.Identity, identityFixed); ok {
+		l.fixedID = strings.TrimSpace(id)
+	}
+	return l, nil
+}
+
+// Ready is closed once the listener has first bound its address.
+func (l *Listener) Ready() <-chan struct{} { return l.ready }
+
+// Addr is the bound address (":0" resolved), or nil before Run listens.
+func (l *Listener) Addr() net.Addr {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.addr
+}
+
+// Status reports whether the listener is up and how many connections it
+// serves.
+func (l *Listener) Status() adapters.Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.listening {
+		return adapters.Status{OK: false, Detail: "not listening on " + l.cfg.Listen}
+	}
+	return adapters.Status{OK: true, Detail: fmt.Sprintf("listening on %s, %d connections", l.addr, len(l.conns))}
+}
+
+// Run listens and serves until ctx is cancelled; it returns an error only
+// when it cannot listen.
+func (l *Listener) Run(ctx context.Context, sink adapters.Sink) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", l.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("tcp %s: listen on %s: %w", l.name, l.cfg.Listen, err)
+	}
+	l.mu.Lock()
+	l.addr, l.listening, l.closing = ln.Addr(), true, false
+	l.conns = map[net.Conn]struct{}{}
+	l.mu.Unlock()
+	l.readyOnce.Do(func() { close(l.ready) })
+	l.log.WithField("listen", ln.Addr().String()).Info("listening")
+
+	var wg sync.WaitGroup
+	stopped := make(chan struct{})
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+		case <-stopped:
+		}
+		l.mu.Lock()
+		l.closing = true
+		for c := range l.conns {
+			_ = c.Close()
+		}
+		l.mu.Unlock()
+		_ = ln.Close()
+	})
+
+	backoff := adapters.Backoff{Min: 5 * time.Millisecond, Max: time.Second}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if errors.Is(err, net.ErrClosed) {
+				break // cannot happen before ctx is done; do not spin
+			}
+			// Out of file descriptors and the like: wait and go on.
+			entry := l.log.WithError(err)
+			if backoff.Attempt() == 0 {
+				entry.Warn("accept failed")
+			} else {
+				entry.Debug("accept failed")
+			}
+			if !backoff.Wait(ctx) {
+				break
+			}
+			continue
+		}
+		backoff.Reset()
+		if !l.admit(c) {
+			continue
+		}
+		wg.Go(func() { l.serve(ctx, c, sink) })
+	}
+	close(stopped)
+	wg.Wait()
+	l.mu.Lock()
+	l.listening = false
+	l.mu.Unlock()
+	l.log.Info("stopped listening")
+	return nil
+}
+
+// admit registers a new connection, or closes it when there are already
+// max_connections.
+func (l *Listener) admit(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closing {
+		_ = c.Close()
+		return false
+	}
+	if len(l.conns) >= l.cfg.MaxConnections {
+		l.m.refused.Inc() // before the close, which the peer sees at once
+		_ = c.Close()
+		entry := l.log.WithFields(logrus.Fields{"source": c.RemoteAddr().String(), "max_connections": l.cfg.MaxConnections})
+		if !l.refusing {
+			entry.Warn("too many connections; refusing")
+			l.refusing = true
+		} else {
+			entry.Debug("too many connections; refusing")
+		}
+		return false
+	}
+	if l.refusing {
+		l.log.WithField("count", len(l.conns)).Info("accepting connections again")
+		l.refusing = false
+	}
+	l.conns[c] = struct{}{}
+	l.m.connections.Inc()
+	return true
+}
+
+func (l *Listener) release(c net.Conn) {
+	_ = c.Close()
+	l.mu.Lock()
+	delete(l.conns, c)
+	l.mu.Unlock()
+	l.m.connections.Dec()
+}
+
+// serve reads one connection's frames until it ends.
+func (l *Listener) serve(ctx context.Context, c net.Conn, sink adapters.Sink) {
+	defer l.release(c)
+	remote := c.RemoteAddr().String()
+	host, _, _ := net.SplitHostPort(remote)
+	_, localPort, _ := net.SplitHostPort(c.LocalAddr().String())
+	log := l.log.WithField("source", remote)
+	log.Debug("connection opened")
+
+	rd := &connReader{c: c, idle: l.cfg.IdleTimeout, bytes: l.m.bytes}
+	fr, err := framing.New(l.framing, rd)
+	if err != nil {
+		log.WithError(err).Error("framing setup failed") // unreachable after Validate
+		return
+	}
+	identity := host
+	needIdentity := false
+	switch {
+	case l.cfg.Identity == IdentityPayload:
+		identity = ""
+	case l.cfg.Identity == IdentityFirstFrame:
+		identity, needIdentity = "", true
+	case l.fixedID != "":
+		identity = l.fixedID
+	}
+
+	for {
+		fm, err := fr.Next()
+		if err != nil {
+			var fe *framing.FrameError
+			if errors.As(err, &fe) {
+				l.m.frameErrors.WithLabelValues(fe.Reason).Inc()
+				log.WithFields(logrus.Fields{"offset": fe.Offset, "reason": fe.Reason}).WithError(err).Warn("bad frame dropped")
+				if fe.Fatal {
+					log.Warn("framing lost; closing connection")
+					return
+				}
+				continue
+			}
+			switch {
+			case ctx.Err() != nil:
+			case errors.Is(err, io.EOF):
+				log.Debug("connection closed by peer")
+			case errors.Is(err, errIdle):
+				log.WithField("idle_timeout", l.cfg.IdleTimeout.String()).Debug("idle connection closed")
+			default:
+				log.WithError(err).Debug("connection read failed")
+			}
+			return
+		}
+		if needIdentity {
+			identity = strings.TrimSpace(string(fm.Data))
+			if identity == "" {
+				l.m.frameErrors.WithLabelValues("bad_identity").Inc()
+				log.Warn("blank identity frame; closing connection")
+				return
+			}
+			needIdentity = false
+			log = log.WithField("identity", identity)
+			log.Debug("identity received")
+			if !l.write(c, l.identityReply, log) {
+				return
+			}
+			continue
+		}
+		f := &adapters.Frame{
+			Adapter:  l.name,
+			Kind:     Kind,
+			Source:   remote,
+			Offset:   fm.Offset,
+			Received: time.Now().UTC(),
+			Payload:  fm.Data,
+			Identity: identity,
+			Meta:     map[string]string{"remote_addr": remote, "local_port": localPort},
+		}
+		log.WithFields(logrus.Fields{"offset": fm.Offset, "bytes": len(fm.Data)}).Trace("frame received")
+		err = sink.Emit(ctx, f)
+		if !adapters.Durable(err) {
+			l.m.frameErrors.WithLabelValues("not_queued").Inc()
+			if ctx.Err() == nil {
+				log.WithError(err).WithField("offset", fm.Offset).Warn("frame not queued; closing connection without reply")
+			}
+			return
+		}
+		l.m.frames.Inc()
+		reply := l.reply
+		if err != nil {
+			reply = l.replyRejected
+		}
+		if !l.write(c, reply, log) {
+			return
+		}
+	}
+}
+
+// write sends a reply; false when the connection is gone.
+func (l *Listener) write(c net.Conn, p []byte, log *logrus.Entry) bool {
+	if len(p) == 0 {
+		return true
+	}
+	if err := c.SetWriteDeadline(time.Now().Add(l.cfg.WriteTimeout)); err != nil {
+		return false
+	}
+	if _, err := c.Write(p); err != nil {
+		log.WithError(err).Debug("reply failed")
+		return false
+	}
+	return true
+}
+
+// errIdle ends a connection that sent nothing for idle_timeout. It is not
+// a timeout error on purpose: the idle framing takes those as frame ends.
+var errIdle = errors.New("idle timeout")
+
+// connReader is the framer's view of a connection: each Read may wait
+// idle_timeout at most, and a read deadline the framer sets (the idle
+// framing's gap) is honoured alongside.
+type connReader struct {
+	c      net.Conn
+	idle   time.Duration
+	gapAt  time.Time // the framer's deadline
+	set    time.Time // deadline currently on the conn
+	bytes  prometheus.Counter
+	primed bool
+}
+
+func (r *connReader) SetReadDeadline(t time.Time) error {
+	r.gapAt = t
+	return nil
+}
+
+func (r *connReader) Read(p []byte) (int, error) {
+	var idleAt time.Time
+	if r.idle > 0 {
+		idleAt = time.Now().Add(r.idle)
+	}
+	dl := idleAt
+	if !r.gapAt.IsZero() && (dl.IsZero() || r.gapAt.Before(dl)) {
+		dl = r.gapAt
+	}
+	if !r.primed || !dl.Equal(r.set) {
+		if err := r.c.SetReadDeadline(dl); err != nil {
+			return 0, err
+		}
+		r.set, r.primed = dl, true
+	}
+	n, err := r.c.Read(p)
+	if n > 0 {
+		r.bytes.Add(float64(n))
+	}
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		if !r.gapAt.IsZero() && !time.Now().Before(r.gapAt) {
+			return n, err // the framer's own deadline
+		}
+		if !idleAt.IsZero() {
+			return n, errIdle
+		}
+	}
+	return n, err
+}
+
+var (
+	_ adapters.Adapter        = (*Listener)(nil)
+	_ adapters.StatusReporter = (*Listener)(nil)
+	_ adapters.Config         = (*Config)(nil)
+	_ framing.DeadlineReader  = (*connReader)(nil)
+)
