@@ -485,10 +485,13 @@ func quarantineName(q string, num uint64) string {
 // valid records stay in the queue. A hard link costs no space; a real copy
 // is made when the file is about to be truncated.
 func (d *Disk) keepEvidence(num uint64, willTruncate bool) {
-	d.quarantined.Add(1)
-	d.m.quarantined.Inc()
 	q, err := d.quarantineDir()
 	if err == nil {
+		if _, serr := os.Lstat(filepath.Join(q, segName(num))); serr == nil {
+			return // put aside by an earlier run: the file has not changed
+		}
+		d.quarantined.Add(1)
+		d.m.quarantined.Inc()
 		dst := quarantineName(q, num)
 		if willTruncate || os.Link(d.segPath(num), dst) != nil {
 			err = copyFile(d.segPath(num), dst)
@@ -1216,12 +1219,30 @@ func (d *Disk) Commit(pos Position) error {
 	d.mu.Unlock()
 
 	if err := d.writeCursor(pos); err != nil {
-		return fmt.Errorf("queue %s: commit: %w", d.opts.Name, err)
+		// On a full disk even the small cursor file may not fit. Deleting
+		// the consumed segments first frees space; a crash before the
+		// cursor is saved then re-sends at most the consumed part of
+		// pos's segment (the reader starts at the oldest kept segment),
+		// never loses a record.
+		if d.dropConsumed(pos) == 0 {
+			return fmt.Errorf("queue %s: commit: %w", d.opts.Name, err)
+		}
+		if err := d.writeCursor(pos); err != nil {
+			return fmt.Errorf("queue %s: commit: %w", d.opts.Name, err)
+		}
 	}
 	seq, t := d.seqAt(pos)
-
 	d.mu.Lock()
 	d.cursor, d.curSeq, d.curTime = pos, seq, t
+	d.mu.Unlock()
+	d.dropConsumed(pos)
+	return nil
+}
+
+// dropConsumed deletes the segments wholly before pos (never the active
+// one) and returns how many it deleted.
+func (d *Disk) dropConsumed(pos Position) int {
+	d.mu.Lock()
 	var gone []uint64
 	d.segs = slices.DeleteFunc(d.segs, func(s *segMeta) bool {
 		before := s.num < pos.Segment || (s.num == pos.Segment && pos.Offset >= s.size)
@@ -1237,7 +1258,7 @@ func (d *Disk) Commit(pos Position) error {
 	for _, num := range gone {
 		d.removeSegment(num)
 	}
-	return nil
+	return len(gone)
 }
 
 func (d *Disk) writeCursor(pos Position) error {
