@@ -310,9 +310,15 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 	for _, e := range envs {
 		maps.Copy(e, devVars)
 	}
+	// Thing, datastream and feature templates see the frame, the device
+	// and the fields of the first record (a serial number in the payload).
+	tplEnv := base
+	if len(envs) > 0 {
+		tplEnv = envs[0]
+	}
 
 	// Thing.
-	thing, err := d.thing(base, dev)
+	thing, err := d.thing(tplEnv, dev)
 	if err != nil {
 		return nil, d.fail(-1, nil, "thing: %v", err)
 	}
@@ -321,7 +327,7 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 	// Datastreams.
 	refs := make([]sta.Ref, len(d.streams))
 	for i, s := range d.streams {
-		ds, err := d.datastream(s, base, thing)
+		ds, err := d.datastream(s, tplEnv, thing)
 		if err != nil {
 			return nil, d.fail(-1, nil, "datastreams[%d] %q: %v", i, s.name, err)
 		}
@@ -331,7 +337,7 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 
 	var feature *sta.Ref
 	if d.feature != nil {
-		name, err := d.feature.eval(base)
+		name, err := d.feature.eval(tplEnv)
 		if err != nil {
 			return nil, d.fail(-1, nil, "featureOfInterest: %v", err)
 		}
