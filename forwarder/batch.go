@@ -118,7 +118,7 @@ func (b *batch) without(drop map[int]bool) *batch {
 // body is the JSON of the request before compression.
 func (b *batch) body() []byte {
 	if b.ep.listKey == "" {
-		return b.items[0].body
+		return withBatchID(b.items[0].body, b.id)
 	}
 	var buf bytes.Buffer
 	str := func(s string) {
@@ -258,4 +258,23 @@ func (f *Forwarder) entityBatches(k EntityKind, ps []pendingEntity) []*batch {
 		size += n
 	}
 	return out
+}
+
+// withBatchID puts "batchId" first in a raw record's body (the contract
+// lets every body carry one), so that a raw record re-sent after a lost
+// answer or a crash is a 409 and not a second copy. A body that has one
+// already, or is not an object, is sent as it is.
+func withBatchID(body []byte, id string) []byte {
+	t := bytes.TrimLeft(body, " \t\r\n")
+	if id == "" || len(t) < 2 || t[0] != '{' || bytes.Contains(body, []byte(`"batchId"`)) {
+		return body
+	}
+	q, _ := json.Marshal(id)
+	out := make([]byte, 0, len(body)+len(q)+16)
+	out = append(out, `{"batchId":`...)
+	out = append(out, q...)
+	if rest := bytes.TrimLeft(t[1:], " \t\r\n"); len(rest) > 0 && rest[0] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, t[1:]...)
 }

@@ -228,7 +228,8 @@ func (f *Forwarder) deliver(ctx context.Context, b *batch) error {
 		case a.status == 422:
 			f.succeeded()
 			unknown := unknownRefs(a)
-			if len(unknown) == 0 {
+			if len(unknown) == 0 || b.ep == &f.eps.things {
+				// A thing refers to nothing: posting entities cannot help.
 				return f.splitOrReject(ctx, b, a)
 			}
 			rounds++
@@ -466,7 +467,7 @@ func (f *Forwarder) recover422(ctx context.Context, b *batch, a *answer, unknown
 				id = b.items[*i].ref()
 			}
 		}
-		sid, _, _, ok := f.state.resolveEntity(u.kind, id)
+		sid, status, why, ok := f.state.resolveEntity(u.kind, id)
 		if !ok && u.kind == Thing && !b.entBatch() && id == "" {
 			sid, ok = b.dev+"@"+b.cust, true
 		}
@@ -491,6 +492,11 @@ func (f *Forwarder) recover422(ctx context.Context, b *batch, a *answer, unknown
 			for _, i := range idx {
 				drop[i] = fmt.Sprintf("%s: the server does not know %s %q and vigd has no definition of it (%s)",
 					u.err.Error, u.kind, id, u.err.Message)
+			}
+		case status == statusRejected:
+			// Posting it again would only be refused again.
+			for _, i := range idx {
+				drop[i] = fmt.Sprintf("%s %q was rejected by the server: %s", u.kind, sid, why)
 			}
 		case giveUp:
 			for _, i := range idx {

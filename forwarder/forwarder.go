@@ -185,8 +185,9 @@ func New(cfg Config, deps Deps) (*Forwarder, error) {
 		l.SetLevel(logrus.PanicLevel)
 		f.log = logrus.NewEntry(l)
 	}
-	burst := int(math.Ceil(cfg.RequestsPerSecond))
-	f.limiter = rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), max(burst, 1))
+	// A burst of one spaces requests evenly: a server that limits with a
+	// small bucket never sees two at once.
+	f.limiter = rate.NewLimiter(rate.Limit(cfg.RequestsPerSecond), 1)
 	if f.client == nil {
 		secret, err := signer.LoadSecret(signer.SecretSpec{File: cfg.SecretFile, Credential: cfg.SecretCredential})
 		if err != nil {
@@ -294,6 +295,12 @@ func (f *Forwarder) runWindow(ctx context.Context, qi *qinfo) (bool, error) {
 	}
 	if len(es) == 0 {
 		return false, nil
+	}
+	// The pipeline stores an entity before it appends the records that
+	// refer to it: posting the unsent ones now keeps a window's records
+	// behind their entities.
+	if err := f.syncEntities(ctx); err != nil {
+		return true, err
 	}
 	batches := f.makeBatches(qi, es)
 	done, err := f.state.resolved(qi.name)

@@ -307,7 +307,8 @@ func TestRaw(t *testing.T) {
 	var eps []string
 	for _, r := range e.fs.requests() {
 		eps = append(eps, r.ep)
-		if r.ep == "raw" && !strings.HasPrefix(string(r.body), `{"deviceId":"FST1"`) {
+		if r.ep == "raw" && (!strings.HasPrefix(string(r.body), `{"batchId":"vigd-`+e.state.Epoch()+`-data-0-`) ||
+			!strings.Contains(string(r.body), `-1","deviceId":"FST1","customerId":"047","transportType":"TCP"`)) {
 			t.Fatalf("raw body: %s", r.body)
 		}
 	}
