@@ -69,14 +69,17 @@ func newIdle(dr DeadlineReader, gap time.Duration, maxBytes int) *idleFramer {
 	return &idleFramer{src: newSource(dr, 4096), dr: dr, gap: gap, max: maxBytes}
 }
 
-func (f *idleFramer) setDeadline(t time.Time) error {
+func (f *idleFramer) setDeadline(t time.Time) {
 	if t.Equal(f.deadline) || f.src.err != nil {
-		// Once the stream has ended (a closed net.Pipe refuses new
-		// deadlines) the pending error is what Next must return.
-		return nil
+		return
+	}
+	if err := f.dr.SetReadDeadline(t); err != nil {
+		// A source whose peer has gone (net.Pipe refuses deadlines then)
+		// fails the read that follows with the error that matters, EOF
+		// included; so read anyway and set the deadline again next time.
+		return
 	}
 	f.deadline = t
-	return f.dr.SetReadDeadline(t)
 }
 
 func (f *idleFramer) Next() (Frame, error) {
@@ -103,9 +106,7 @@ func (f *idleFramer) Next() (Frame, error) {
 		if f.inFrame {
 			dl = f.last.Add(f.gap)
 		}
-		if err := f.setDeadline(dl); err != nil {
-			return Frame{}, err
-		}
+		f.setDeadline(dl)
 		err := s.fill(0)
 		if err == nil {
 			continue
@@ -119,7 +120,7 @@ func (f *idleFramer) Next() (Frame, error) {
 			}
 		}
 		if err == io.EOF {
-			_ = f.setDeadline(time.Time{})
+			f.setDeadline(time.Time{})
 		}
 		return Frame{}, err
 	}
