@@ -100,6 +100,10 @@ func (c *Config) Validate() error {
 	if c.IdleTimeout < 0 {
 		add("idle_timeout", "must not be negative (0 never closes)")
 	}
+	if c.Framing.Type == framing.TypeIdle && c.IdleTimeout > 0 && c.IdleTimeout <= c.Framing.Gap {
+		// The connection would close before any frame could end.
+		add("idle_timeout", "must be longer than framing.gap (%s) or 0", c.Framing.Gap)
+	}
 	if c.WriteTimeout <= 0 {
 		add("write_timeout", "must be a positive duration")
 	}

@@ -67,6 +67,10 @@ func TestValidate(t *testing.T) {
 			c.Identity = IdentityFirstFrame
 			c.IdentityReply = `\x1`
 		}, []string{"identity_reply", "reply", "reply_rejected"}},
+		{"idle_timeout not above the idle gap", func(c *Config) {
+			c.Framing = framing.Config{Type: "idle", Gap: time.Second}
+			c.IdleTimeout = time.Second
+		}, []string{"idle_timeout"}},
 		{"unknown identity", func(c *Config) { c.Identity = "imei" }, []string{"identity"}},
 		{"fixed identity without id", func(c *Config) { c.Identity = "fixed: " }, []string{"identity"}},
 		{"identity_reply needs first_frame", func(c *Config) { c.IdentityReply = "hex:01" }, []string{"identity_reply"}},
