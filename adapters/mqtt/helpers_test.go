@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,9 +53,12 @@ func testLog(t *testing.T) (*logrus.Entry, *syncBuf) {
 	return l.WithFields(logrus.Fields{"component": "adapter", "name": t.Name(), "kind": Kind}), buf
 }
 
-// adapterName is unique per test, so metric children do not mix.
+var runSeq atomic.Int64
+
+// adapterName is unique per test and run (-count), so metric children do
+// not mix.
 func adapterName(t *testing.T, suffix string) string {
-	return strings.ReplaceAll(t.Name(), "/", "_") + suffix
+	return fmt.Sprintf("%s%s-%d", strings.ReplaceAll(t.Name(), "/", "_"), suffix, runSeq.Add(1))
 }
 
 // baseConfig subscribes to devices/+/up at QoS 1, identity from level 1.

@@ -449,3 +449,77 @@ func TestRegistered(t *testing.T) {
 		t.Errorf("status before Run = %+v", st)
 	}
 }
+
+// A QoS 0 flood into a blocked sink: once more than max_buffered messages
+// wait, the adapter disconnects (the broker keeps the session and, with
+// queue_qos0_messages, what arrives meanwhile) and connects again only
+// when the backlog has reached the sink. Every message received is emitted.
+func TestMaxBufferedPausesConnection(t *testing.T) {
+	t.Parallel()
+	mq := requireMosquitto(t, testpeers.MosquittoOptions{Config: []string{"queue_qos0_messages true"}})
+	cfg := baseConfig(t, mq.URL())
+	cfg.Topics[0].QoS = 0
+	cfg.MaxInflight, cfg.MaxBuffered = 1, 5
+	name := adapterName(t, "")
+	sink := newRecSink()
+	sink.gate = make(chan struct{})
+	r := start(t, name, cfg, sink)
+	r.waitReady(t)
+
+	p := newPublisher(t, mq.URL())
+	flood := seqPayloads("flood-", 40)
+	for i, w := range flood {
+		p.mustPub(t, "devices/q"+strconv.Itoa(i%4)+"/up", 0, false, w)
+	}
+	waitFor(t, 5*time.Second, "a back-pressure pause", func() bool { return reconnects(name, "backpressure") >= 1 })
+	time.Sleep(300 * time.Millisecond) // it must stay away while the backlog waits
+	if connectedGauge(name) != 0 || r.a.Status().OK {
+		t.Fatalf("connected during the pause: gauge %v, status %+v", connectedGauge(name), r.a.Status())
+	}
+	held := unackedGauge(name)
+	received := value(mMessages.WithLabelValues(name))
+	late := seqPayloads("late-", 10)
+	for i, w := range late {
+		p.mustPub(t, "devices/q"+strconv.Itoa(i%4)+"/up", 0, false, w)
+	}
+	close(sink.gate)
+	waitPayloads(t, sink, 10*time.Second, late) // kept by the broker during the pause
+	r.waitReady(t)
+	waitFor(t, 5*time.Second, "every received message emitted", func() bool {
+		return value(mAcked.WithLabelValues(name)) == value(mMessages.WithLabelValues(name))
+	})
+	t.Logf("max_buffered 5: %v held at the pause, %v of 40 flood messages received before it, %d emitted in all",
+		held, received, len(sink.snapshot()))
+}
+
+// Run cancelled while the sink blocks: Run returns, nothing in hand was
+// acknowledged, and the next Run gets all of it from the kept session.
+func TestStopWhileBlockedRedeliversOnNextRun(t *testing.T) {
+	t.Parallel()
+	mq := requireMosquitto(t, testpeers.MosquittoOptions{})
+	cfg := baseConfig(t, mq.URL())
+	cfg.MaxInflight = 2
+	name := adapterName(t, "")
+	blocked := newRecSink()
+	blocked.gate = make(chan struct{}) // never opened: Emit ends with ctx
+	r := start(t, name, cfg, blocked)
+	r.waitReady(t)
+	p := newPublisher(t, mq.URL())
+	want := seqPayloads("held-", 12)
+	for i, w := range want {
+		p.mustPub(t, "devices/h"+strconv.Itoa(i%3)+"/up", 1, false, w)
+	}
+	waitFor(t, 5*time.Second, "2 emits in progress", func() bool { cur, _ := blocked.concurrency(); return cur == 2 })
+	stopped := time.Now()
+	r.stop(t)
+	if d := time.Since(stopped); d > 3*time.Second {
+		t.Errorf("Run took %s to return with a blocked sink", d)
+	}
+	if st := r.a.Status(); st.OK || st.Detail != "not running" {
+		t.Errorf("status after Run = %+v", st)
+	}
+
+	sink := newRecSink()
+	start(t, name, cfg, sink)
+	waitPayloads(t, sink, 10*time.Second, want)
+}

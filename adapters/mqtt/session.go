@@ -42,8 +42,15 @@ type sessionEnd struct {
 }
 
 // disconnectQuiesce is how long Disconnect waits for the DISCONNECT packet
-// (and acknowledgements queued before it) to be written.
+// to be written.
 const disconnectQuiesce = 250 // ms
+
+// ackFlush is how long after the last Ack the adapter waits before it
+// disconnects on purpose. Ack() returns once paho has taken the packet, but
+// paho picks between it and the DISCONNECT at random when both are ready;
+// an acknowledgement overtaken is lost and the message comes again (a
+// duplicate, not a loss). paho passes it on in microseconds.
+const ackFlush = 50 * time.Millisecond
 
 // session is one connection: one paho client from CONNECT to its end.
 type session struct {
@@ -58,6 +65,7 @@ type session struct {
 	err        error
 	subscribed atomic.Bool
 	subAt      atomic.Int64 // unix nanoseconds of the SUBACK
+	lastAck    atomic.Int64 // unix nanoseconds of the last Ack
 	broker     atomic.Pointer[string]
 	onConnDone chan struct{} // closed when the OnConnect handler returns
 	opened     chan struct{} // closed when Connect succeeded; present is set
@@ -154,6 +162,10 @@ wait:
 		select {
 		case <-ctx.Done():
 			s.finish(reasonShutdown, nil)
+			// Let the handlers finish (Emit sees ctx) while the connection
+			// is still there to carry the acknowledgements of what they did
+			// get on disk.
+			fl.shutdown()
 			break wait
 		case <-s.end:
 			break wait
@@ -165,6 +177,7 @@ wait:
 		}
 	}
 	a.setDisconnected()
+	s.flushAcks()
 	c.Disconnect(disconnectQuiesce)
 	// paho starts OnConnect for every connection it reports; wait for it so
 	// no goroutine of this session outlives it (bounded, in case a future
@@ -174,6 +187,24 @@ wait:
 	case <-time.After(a.cfg.ConnectTimeout + time.Second):
 	}
 	return sessionEnd{reason: s.reason, err: s.err, subscribed: s.subscribed.Load(), broker: s.brokerName()}
+}
+
+// ack acknowledges a message (a no-op for QoS 0) and notes when.
+func (s *session) ack(m paho.Message) {
+	m.Ack()
+	s.lastAck.Store(time.Now().UnixNano())
+}
+
+// flushAcks gives the last acknowledgements time to reach the socket
+// before a deliberate disconnect.
+func (s *session) flushAcks() {
+	last := s.lastAck.Load()
+	if last == 0 {
+		return
+	}
+	if d := ackFlush - time.Since(time.Unix(0, last)); d > 0 {
+		time.Sleep(d)
+	}
 }
 
 // silent reports a connection that is subscribed, holds no message, and
@@ -366,13 +397,13 @@ func (s *session) handle(_ paho.Client, m paho.Message) {
 			s.a.log.WithField("topic", m.Topic()).
 				Warn("message on a topic not configured (subscription left in the broker session?); acknowledged and dropped")
 		}
-		m.Ack()
+		s.ack(m)
 		s.a.m.ignored("unmatched")
 		return
 	}
 	if m.Retained() && s.a.cfg.Retained == RetainedIgnore {
 		s.a.log.WithField("topic", m.Topic()).Trace("retained message ignored")
-		m.Ack()
+		s.ack(m)
 		s.a.m.ignored("retained")
 		return
 	}
@@ -391,7 +422,7 @@ func (s *session) emit(m paho.Message, f *adapters.Frame) {
 	for {
 		err := s.sink.Emit(s.ctx, f)
 		if adapters.Durable(err) {
-			m.Ack()
+			s.ack(m)
 			s.a.m.acked.Inc()
 			if n := s.a.emitFails.Swap(0); n > 0 {
 				s.a.log.WithField("count", n).Info("emit works again")
@@ -521,13 +552,14 @@ type flow struct {
 	slots chan struct{}
 	m     metrics
 
-	mu       sync.Mutex
-	closed   bool
-	active   int // handler calls inside the adapter
-	drained  chan struct{}
-	inHand   int // received, not finished
-	emitting int
-	lastIdle time.Time // when inHand last fell to 0
+	mu        sync.Mutex
+	closed    bool
+	active    int // handler calls inside the adapter
+	drained   chan struct{}
+	drainOnce sync.Once
+	inHand    int // received, not finished
+	emitting  int
+	lastIdle  time.Time // when inHand last fell to 0
 }
 
 func newFlow(maxInflight int, m metrics) *flow {
@@ -556,7 +588,7 @@ func (f *flow) leave() {
 	}
 	f.m.unacked.Set(float64(f.inHand))
 	if f.closed && f.active == 0 {
-		close(f.drained)
+		f.drainOnce.Do(func() { close(f.drained) })
 	}
 }
 
@@ -609,12 +641,12 @@ func (f *flow) waitBacklog(ctx context.Context) {
 }
 
 // shutdown refuses new handler calls and waits for those inside (they end
-// promptly: Run's ctx is cancelled).
+// promptly: Run's ctx is cancelled). It may be called more than once.
 func (f *flow) shutdown() {
 	f.mu.Lock()
 	f.closed = true
 	if f.active == 0 {
-		close(f.drained)
+		f.drainOnce.Do(func() { close(f.drained) })
 	}
 	f.mu.Unlock()
 	<-f.drained
