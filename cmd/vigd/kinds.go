@@ -5,4 +5,5 @@ import (
 	_ "github.com/vigd/vigd/adapters/iridium/directip"
 	_ "github.com/vigd/vigd/adapters/iridium/rockblock"
 	_ "github.com/vigd/vigd/adapters/mqtt"
+	_ "github.com/vigd/vigd/adapters/tcp"
 )

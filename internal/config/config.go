@@ -391,6 +391,7 @@ func (c *Config) resolvePaths() {
 	}
 	c.DataDir = abs(c.DataDir)
 	c.Devices.File = abs(c.Devices.File)
+	c.Forwarder.SecretFile = abs(c.Forwarder.SecretFile)
 	for i := range c.Decoders {
 		c.Decoders[i] = abs(c.Decoders[i])
 	}

@@ -147,9 +147,9 @@ func (p *Pipeline) Emit(ctx context.Context, f *adapters.Frame) error {
 
 	dec, ok := p.decoders.Load().Get(f.Decoder)
 	if !ok {
-		reason := fmt.Sprintf("no decoder %q for %s", f.Decoder, f.Where())
+		reason := fmt.Sprintf("no decoder named %q", f.Decoder)
 		if f.Decoder == "" {
-			reason = "no decoder configured for " + f.Where()
+			reason = "no decoder configured for adapter " + f.Adapter
 		}
 		return p.reject(ctx, f, reason, nil)
 	}
@@ -160,11 +160,11 @@ func (p *Pipeline) Emit(ctx context.Context, f *adapters.Frame) error {
 	})
 	if err != nil {
 		decodedBy.WithLabelValues(dec.Name(), "error").Inc()
-		return p.reject(ctx, f, fmt.Sprintf("%s: %v", f.Where(), err), err)
+		return p.reject(ctx, f, err.Error(), err)
 	}
 	decodedBy.WithLabelValues(dec.Name(), "ok").Inc()
 	if len(res.Observations) == 0 && len(res.Alarms) == 0 && len(res.Things) == 0 {
-		return p.reject(ctx, f, fmt.Sprintf("%s: decoder %s produced no records", f.Where(), dec.Name()), nil)
+		return p.reject(ctx, f, fmt.Sprintf("decoder %s produced no records", dec.Name()), nil)
 	}
 	if err := p.store(ctx, f, res); err != nil {
 		framesIn.WithLabelValues(f.Adapter, "failed").Inc()

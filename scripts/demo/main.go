@@ -52,9 +52,10 @@ func main() {
 }
 
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan error
+	name   string
+	cmd    *exec.Cmd
+	done   chan struct{} // closed when the process has exited
+	exitEr error
 }
 
 func start(name, logPath string, path string, args ...string) (*proc, error) {
@@ -67,8 +68,8 @@ func start(name, logPath string, path string, args ...string) (*proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait(); lf.Close() }()
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() { p.exitEr = cmd.Wait(); lf.Close(); close(p.done) }()
 	return p, nil
 }
 
@@ -86,8 +87,8 @@ func waitHTTP(url string, p *proc, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-p.done:
-			return fmt.Errorf("%s exited: %v", p.name, err)
+		case <-p.done:
+			return fmt.Errorf("%s exited: %v", p.name, p.exitEr)
 		default:
 		}
 		resp, err := http.Get(url)
@@ -156,7 +157,7 @@ func run(bin, data string) error {
 	}
 
 	simProc, err := start("eventstore-sim", filepath.Join(data, "sim.log"), filepath.Join(bin, "eventstore-sim"),
-		"-listen", simAddr, "-data", filepath.Join(data, "sim"), "-service", serviceID+"="+secret)
+		"-listen", simAddr, "-data", filepath.Join(data, "sim"), "-service", serviceID+"=@"+secretFile)
 	if err != nil {
 		return err
 	}
@@ -237,8 +238,8 @@ func waitSettled(cl *sim.Client, vigd *proc) error {
 	last, stable := "", 0
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-vigd.done:
-			return fmt.Errorf("vigd exited: %v", err)
+		case <-vigd.done:
+			return fmt.Errorf("vigd exited: %v", vigd.exitEr)
 		default:
 		}
 		counts, err := cl.Counts(ctx)
