@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -246,7 +247,8 @@ func (st *store) entitiesOf(kind string) *entities {
 }
 
 // eachLine calls fn for each complete non-empty line of the first limit
-// bytes of path (limit < 0: all). A missing file has no lines.
+// bytes of path (limit < 0: all); the line is only valid during the call.
+// A missing file has no lines.
 func eachLine(path string, limit int64, fn func([]byte) error) error {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -261,8 +263,17 @@ func eachLine(path string, limit int64, fn func([]byte) error) error {
 		r = io.LimitReader(f, limit)
 	}
 	br := bufio.NewReaderSize(r, 256<<10)
+	var long []byte // a line longer than the buffer, assembled
 	for {
-		line, err := br.ReadBytes('\n')
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			long = append(long, line...)
+			continue
+		}
+		if long != nil {
+			line = append(long, line...)
+			long = nil
+		}
 		if len(line) > 0 && line[len(line)-1] == '\n' {
 			if l := bytes.TrimSpace(line); len(l) > 0 {
 				if ferr := fn(l); ferr != nil {
@@ -344,35 +355,95 @@ type Query struct {
 	Limit    int
 }
 
-// recordHead is Record without the record itself, for filtering lines.
-type recordHead struct {
-	Kind         string `json:"kind"`
-	Seq          int64  `json:"seq"`
-	BatchID      string `json:"batchId"`
-	DeviceID     string `json:"deviceId"`
-	CustomerID   string `json:"customerId"`
-	SensusID     string `json:"sensusID"`
-	IotID        int64  `json:"iotId"`
-	Datastream   string `json:"datastream"`
-	DatastreamID int64  `json:"datastreamId"`
+// lineMatcher selects stored lines by byte checks on the envelope, without
+// decoding: a million-record drain leaves hundreds of MB to look through.
+// It relies on how the store writes a line: the envelope fields come first,
+// each followed by a comma, then `"record":` last; and `,"record":` or a
+// field name cannot occur inside an encoded string (its quotes would be
+// escaped), so the first `,"record":` ends the envelope and a needle like
+// `"deviceId":"X",` found before it is that field with exactly that value.
+type lineMatcher struct {
+	all     [][]byte // every one must be in the envelope
+	any     [][]byte // one of them must be (when not empty)
+	after   int64
+	disable bool // the query can match nothing
 }
 
-func (q Query) match(r *recordHead) bool {
-	if q.DeviceID != "" && r.DeviceID != q.DeviceID || q.CustomerID != "" && r.CustomerID != q.CustomerID ||
-		q.BatchID != "" && r.BatchID != q.BatchID || r.Seq <= q.AfterSeq {
-		return false
+// field is the bytes the store writes for a field and a value, comma included.
+func field(name string, value any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(value)
+	return append(append([]byte(`"`+name+`":`), bytes.TrimSuffix(b.Bytes(), []byte("\n"))...), ',')
+}
+
+func newLineMatcher(q Query) *lineMatcher {
+	m := &lineMatcher{after: q.AfterSeq}
+	for _, f := range []struct{ name, v string }{{"batchId", q.BatchID}, {"deviceId", q.DeviceID}, {"customerId", q.CustomerID}} {
+		if f.v != "" {
+			m.all = append(m.all, field(f.name, f.v))
+		}
 	}
 	if q.Datastream != "" {
-		switch r.Kind {
+		byName, byID := "datastream", "datastreamId"
+		switch q.Kind {
 		case Observations:
-			return r.Datastream == q.Datastream || fmt.Sprint(r.DatastreamID) == q.Datastream
 		case Datastreams:
-			return r.SensusID == q.Datastream || fmt.Sprint(r.IotID) == q.Datastream
+			byName, byID = "sensusID", "iotId"
 		default:
+			m.disable = true
+		}
+		m.any = append(m.any, field(byName, q.Datastream))
+		if id, err := strconv.ParseInt(q.Datastream, 10, 64); err == nil && id > 0 {
+			m.any = append(m.any, field(byID, id))
+		}
+	}
+	return m
+}
+
+var recordKey = []byte(`,"record":`)
+
+func (m *lineMatcher) match(line []byte) bool {
+	if m.disable {
+		return false
+	}
+	i := bytes.Index(line, recordKey)
+	if i < 0 {
+		return false
+	}
+	head := line[:i+1]
+	if m.after > 0 && lineSeq(head) <= m.after {
+		return false
+	}
+	for _, nd := range m.all {
+		if !bytes.Contains(head, nd) {
 			return false
 		}
 	}
-	return true
+	if len(m.any) == 0 {
+		return true
+	}
+	for _, nd := range m.any {
+		if bytes.Contains(head, nd) {
+			return true
+		}
+	}
+	return false
+}
+
+// lineSeq reads "seq":N from a stored envelope; -1 if absent.
+func lineSeq(head []byte) int64 {
+	k := []byte(`"seq":`)
+	i := bytes.Index(head, k)
+	if i < 0 {
+		return -1
+	}
+	var n int64
+	for j := i + len(k); j < len(head) && head[j] >= '0' && head[j] <= '9'; j++ {
+		n = n*10 + int64(head[j]-'0')
+	}
+	return n
 }
 
 // scan calls fn with each stored line of q.Kind that matches q, oldest
@@ -386,14 +457,11 @@ func (st *store) scan(q Query, fn func(line []byte) error) error {
 	}
 	path, size := kf.path, kf.size
 	st.mu.Unlock()
+	m := newLineMatcher(q)
 	n := 0
 	errStop := errors.New("stop")
 	err := eachLine(path, size, func(line []byte) error {
-		var r recordHead
-		if err := json.Unmarshal(line, &r); err != nil {
-			return nil
-		}
-		if !q.match(&r) {
+		if !m.match(line) {
 			return nil
 		}
 		if err := fn(line); err != nil {
