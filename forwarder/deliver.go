@@ -19,8 +19,8 @@ import (
 )
 
 // stopGrace is how long a request in flight may finish after Run's ctx
-// ended (bounded by Config.Timeout too).
-const stopGrace = 10 * time.Second
+// ended (bounded by Config.Timeout too). A variable for tests.
+var stopGrace = 10 * time.Second
 
 // max422Rounds is how many times a batch is re-sent after posting the
 // entities a 422 named before the records that refer to them are given up
@@ -121,7 +121,7 @@ func (f *Forwarder) post(ctx context.Context, b *batch) (*answer, error) {
 	finished := make(chan struct{})
 	defer close(finished)
 	stop := context.AfterFunc(ctx, func() {
-		t := time.NewTimer(stopGrace)
+		t := time.NewTimer(f.stopGrace)
 		defer t.Stop()
 		select {
 		case <-t.C:

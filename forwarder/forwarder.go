@@ -102,7 +102,8 @@ type Forwarder struct {
 	data    qinfo
 	alarms  qinfo
 
-	inAlarms bool // the alarms queue is being drained (no nesting)
+	inAlarms  bool // the alarms queue is being drained (no nesting)
+	stopGrace time.Duration
 
 	mu     sync.Mutex
 	status Status
@@ -175,7 +176,8 @@ func New(cfg Config, deps Deps) (*Forwarder, error) {
 			alarms:       endpoint{"alarms", cfg.Paths.Alarms, "alarms"},
 			raw:          endpoint{"raw", cfg.Paths.Raw, ""},
 		},
-		status: Status{State: "starting"},
+		status:    Status{State: "starting"},
+		stopGrace: min(stopGrace, cfg.Timeout.D()),
 	}
 	if f.clock == nil {
 		f.clock = realClock{}

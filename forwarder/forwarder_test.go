@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/vigd/vigd/forwarder/queue"
 )
 
 func TestMain(m *testing.M) {
@@ -55,7 +53,7 @@ func TestDeliversEntitiesThenObservations(t *testing.T) {
 	if err := json.Unmarshal(reqs[2].body, &body); err != nil {
 		t.Fatal(err)
 	}
-	want := "vigd-" + e.state.Epoch() + "-data-0-0-3"
+	want := "vigd-" + e.state.Epoch() + "-data-1-1-3"
 	if body.DeviceID != "FST1" || body.CustomerID != "047" || body.BatchType != "OBSERVATIONS" || body.BatchID != want {
 		t.Fatalf("envelope: %+v (want batchId %s)", body, want)
 	}
@@ -206,7 +204,7 @@ func TestBadRequestSplits(t *testing.T) {
 	for _, r := range e.fs.requests() {
 		ids[r.batchID] = true
 	}
-	root := "vigd-" + e.state.Epoch() + "-data-0-0-8"
+	root := "vigd-" + e.state.Epoch() + "-data-1-1-8"
 	for _, id := range []string{root, root + "-a", root + "-b", root + "-a-b", root + "-b-a"} {
 		if !ids[id] {
 			t.Errorf("no request with batchId %s: %s", id, e.describe())
@@ -292,8 +290,8 @@ func TestBadSecretRefusedNothingLost(t *testing.T) {
 	e.start()
 	e.waitFor("401s", func() bool { return len(e.fs.requests()) >= 3 })
 	e.stop()
-	if e.data.backlog() != 1 || len(e.deadSeqs()) != 0 {
-		t.Fatalf("backlog %d", e.data.backlog())
+	if backlog(e.data) != 1 || len(e.deadSeqs()) != 0 {
+		t.Fatalf("backlog %d", backlog(e.data))
 	}
 }
 
@@ -307,7 +305,7 @@ func TestRaw(t *testing.T) {
 	var eps []string
 	for _, r := range e.fs.requests() {
 		eps = append(eps, r.ep)
-		if r.ep == "raw" && (!strings.HasPrefix(string(r.body), `{"batchId":"vigd-`+e.state.Epoch()+`-data-0-`) ||
+		if r.ep == "raw" && (!strings.HasPrefix(string(r.body), `{"batchId":"vigd-`+e.state.Epoch()+`-data-1-`) ||
 			!strings.Contains(string(r.body), `-1","deviceId":"FST1","customerId":"047","transportType":"TCP"`)) {
 			t.Fatalf("raw body: %s", r.body)
 		}
@@ -387,5 +385,3 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-var _ queue.Queue = (*memQueue)(nil)

@@ -26,88 +26,8 @@ import (
 	"github.com/vigd/vigd/forwarder/signer"
 )
 
-// memQueue is a tiny in-memory queue.Queue for these tests (the durable
-// one has its own suite). Offsets are record indexes; it survives a
-// forwarder "restart" because the test keeps the object.
-type memQueue struct {
-	mu     sync.Mutex
-	recs   []queue.Record
-	cursor int64
-	notify chan struct{}
-	reads  int
-}
-
-func newMemQueue() *memQueue { return &memQueue{notify: make(chan struct{}, 1)} }
-
-func (q *memQueue) Append(_ context.Context, recs ...queue.Record) error {
-	q.mu.Lock()
-	for _, r := range recs {
-		if r.Time == 0 {
-			r.Time = time.Now().UnixNano()
-		}
-		q.recs = append(q.recs, r)
-	}
-	q.mu.Unlock()
-	select {
-	case q.notify <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-func (q *memQueue) Read(from queue.Position, max, maxBytes int) ([]queue.Entry, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.reads++
-	i := max64(from.Offset, q.cursor)
-	var out []queue.Entry
-	n := 0
-	for ; i < int64(len(q.recs)) && len(out) < max; i++ {
-		b := len(q.recs[i].Body)
-		if len(out) > 0 && n+b > maxBytes {
-			break
-		}
-		n += b
-		out = append(out, queue.Entry{Pos: queue.Position{Offset: i}, Next: queue.Position{Offset: i + 1}, Rec: q.recs[i]})
-	}
-	return out, nil
-}
-
-func max64(a, b int64) int64 {
-	if a > b {
-		return a
-	}
-	return b
-}
-
-func (q *memQueue) Cursor() queue.Position {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return queue.Position{Offset: q.cursor}
-}
-
-func (q *memQueue) Commit(p queue.Position) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if p.Offset > q.cursor {
-		q.cursor = p.Offset
-	}
-	return nil
-}
-
-func (q *memQueue) Notify() <-chan struct{} { return q.notify }
-
-func (q *memQueue) Stats() queue.Stats {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return queue.Stats{Records: int64(len(q.recs)) - q.cursor}
-}
-
-func (q *memQueue) Close() error { return nil }
-
-func (q *memQueue) backlog() int64 { return q.Stats().Records }
-
-var _ queue.Queue = (*memQueue)(nil)
+// backlog is how many records a queue holds uncommitted.
+func backlog(q queue.Queue) int64 { return q.Stats().Records }
 
 // req is a request the fake eventstore received.
 type req struct {
@@ -329,8 +249,8 @@ type env struct {
 	dir    string
 	srv    *httptest.Server
 	fs     *fakeStore
-	data   *memQueue
-	alarms *memQueue
+	data   queue.Queue
+	alarms queue.Queue
 	state  *State
 	dl     *deadletter.Store
 	cfg    Config
@@ -341,6 +261,8 @@ type env struct {
 	cancel context.CancelFunc
 	done   chan error
 	fwd    *Forwarder
+	// reopen, when set, closes and reopens the queues on restart.
+	reopen func()
 }
 
 const testSecret = "s3cret for tests"
@@ -348,7 +270,7 @@ const testSecret = "s3cret for tests"
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
-	e := &env{t: t, dir: dir, fs: newFakeStore(t), data: newMemQueue(), alarms: newMemQueue()}
+	e := &env{t: t, dir: dir, fs: newFakeStore(t), data: queue.NewMemory(queue.Options{}), alarms: queue.NewMemory(queue.Options{})}
 	e.fs.verifier = &signer.Verifier{Lookup: func(id string) (signer.Secret, bool) {
 		return signer.NewSecret(testSecret), id == "svc-test"
 	}}
@@ -428,6 +350,9 @@ func (e *env) restart() {
 		e.t.Fatal(err)
 	}
 	e.openStores()
+	if e.reopen != nil {
+		e.reopen()
+	}
 	e.start()
 }
 
@@ -446,7 +371,7 @@ func (e *env) waitFor(what string, cond func() bool) {
 // drained waits until both queues are committed to their ends.
 func (e *env) drained() {
 	e.t.Helper()
-	e.waitFor("queues drained", func() bool { return e.data.backlog() == 0 && e.alarms.backlog() == 0 })
+	e.waitFor("queues drained", func() bool { return backlog(e.data) == 0 && backlog(e.alarms) == 0 })
 }
 
 func (e *env) describe() string {

@@ -37,7 +37,7 @@ func TestCrashResendsWindowWithSameBatchIDs(t *testing.T) {
 	<-lost
 	e.waitFor("forwarder parked in backoff", func() bool { return e.fwd.Status().State == "retrying" })
 	before := e.fs.requests()
-	if e.data.Cursor().Offset != 0 {
+	if e.data.Cursor().Offset != 1 {
 		t.Fatal("window committed before it was resolved")
 	}
 	// more records while the forwarder is down
@@ -297,4 +297,73 @@ func TestReplayRecord(t *testing.T) {
 	}
 	e.drained()
 	assertSeqs(t, "alarms", e.fs.seqs("alarms"), []int{5})
+}
+
+// Stop while a request is in flight: Run waits for its answer, resolves
+// and commits the window, and a restart sends nothing again.
+func TestStopWaitsForInFlight(t *testing.T) {
+	e := newEnv(t)
+	inFlight := make(chan struct{})
+	var once sync.Once
+	e.fs.script = func(r *req) reply {
+		once.Do(func() { close(inFlight) })
+		time.Sleep(300 * time.Millisecond)
+		return reply{}
+	}
+	e.obs("FST1", 1, 2)
+	e.start()
+	<-inFlight
+	t0 := time.Now()
+	e.stop()
+	if d := time.Since(t0); d < 200*time.Millisecond {
+		t.Fatalf("Run returned after %s, before the answer", d)
+	}
+	if backlog(e.data) != 0 {
+		t.Fatal("answered window not committed")
+	}
+	e.fs.script = nil
+	e.restart()
+	time.Sleep(50 * time.Millisecond)
+	if n := len(e.fs.requests()); n != 1 {
+		t.Fatalf("requests after restart: %s", e.describe())
+	}
+	if st := e.fwd.Status(); st.State != "idle" || !strings.HasPrefix(st.String(), "forwarder idle") {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// A server that never answers: Run gives up the request after the stop
+// grace, commits nothing, and the records go after the restart.
+func TestStopGraceBoundsHungRequest(t *testing.T) {
+	old := stopGrace
+	stopGrace = 100 * time.Millisecond
+	t.Cleanup(func() { stopGrace = old })
+	e := newEnv(t)
+	release := make(chan struct{})
+	inFlight := make(chan struct{})
+	var once sync.Once
+	e.fs.script = func(r *req) reply {
+		once.Do(func() { close(inFlight) })
+		select {
+		case <-release:
+		case <-time.After(5 * time.Second):
+		}
+		return reply{status: 503}
+	}
+	e.obs("FST1", 1)
+	e.start()
+	<-inFlight
+	t0 := time.Now()
+	e.stop()
+	close(release)
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("Run took %s to stop", d)
+	}
+	if backlog(e.data) != 1 {
+		t.Fatal("unanswered record committed")
+	}
+	e.fs.script = nil
+	e.restart()
+	e.drained()
+	assertSeqs(t, "observations", e.fs.seqs("observations"), []int{1})
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vigd/vigd/forwarder/queue"
 	"github.com/vigd/vigd/forwarder/signer"
 	"github.com/vigd/vigd/internal/sim"
 )
@@ -177,8 +179,8 @@ func TestSimRefused(t *testing.T) {
 	e.start()
 	e.waitFor("refusals", func() bool { return len(e.requests()) >= 2 })
 	e.stop()
-	if e.data.backlog() != 1 || e.requests()[0].Status != 401 || e.requests()[0].Error != "UNKNOWN_SERVICE" {
-		t.Fatalf("backlog %d:%s", e.data.backlog(), e.describeSim())
+	if backlog(e.data) != 1 || e.requests()[0].Status != 401 || e.requests()[0].Error != "UNKNOWN_SERVICE" {
+		t.Fatalf("backlog %d:%s", backlog(e.data), e.describeSim())
 	}
 }
 
@@ -291,7 +293,7 @@ func TestSimTransient(t *testing.T) {
 // limited to less: no 429 at all; against one allowed more: 429s, all
 // delivered.
 func TestSimRateLimit(t *testing.T) {
-	e := newSimEnv(t, sim.Config{Rate: 5, Burst: 1})
+	e := newSimEnv(t, sim.Config{Rate: 10, Burst: 1})
 	e.cfg.RequestsPerSecond = 4
 	e.cfg.Batch.MaxRecords = 1
 	e.entities("FST1")
@@ -338,7 +340,7 @@ func TestSimCrashExactlyOnce(t *testing.T) {
 	after := e.requests()[len(before):]
 	var lost string
 	for _, r := range before {
-		if r.Endpoint == "observations" && r.BatchID != "" && strings.Contains(r.BatchID, "-data-0-2-") {
+		if r.Endpoint == "observations" && r.BatchID != "" && strings.Contains(r.BatchID, "-data-1-3-") {
 			lost = r.BatchID
 		}
 	}
@@ -357,4 +359,53 @@ func sortedInts(x []int) []int {
 	y := append([]int(nil), x...)
 	sort.Ints(y)
 	return y
+}
+
+// The same crash with the real disk queue: the queues and the state store
+// are closed and reopened from their folders, as after a kill.
+func TestSimDiskQueueCrash(t *testing.T) {
+	e := newSimEnv(t, sim.Config{})
+	openQ := func() {
+		var err error
+		if e.data, err = queue.Open(filepath.Join(e.dir, "q-data"), queue.Options{Name: "data"}); err != nil {
+			t.Fatal(err)
+		}
+		if e.alarms, err = queue.Open(filepath.Join(e.dir, "q-alarms"), queue.Options{Name: "alarms"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closeQ := func() {
+		if err := e.data.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := e.alarms.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+	openQ()
+	e.reopen = func() { closeQ(); openQ() }
+	t.Cleanup(func() { e.stop(); closeQ() })
+
+	e.cfg.Timeout = Duration(200 * time.Millisecond)
+	e.cfg.Retry = Retry{Min: Duration(time.Hour), Max: Duration(time.Hour)}
+	e.entities("FST1")
+	e.entities("FST2")
+	e.fault(sim.Fault{Kind: sim.FaultLatency, Endpoint: "observations", Skip: 1, Latency: sim.Duration(600 * time.Millisecond), Count: 1})
+	e.obs("FST1", 1, 2)
+	e.obs("FST2", 3)
+	e.alarms.Append(context.Background(), alarmRec("FST2", 9))
+	e.start()
+	e.waitFor("the lost answer stored", func() bool { return e.counts().Accepted["observations"] == 3 })
+	e.waitFor("parked", func() bool { return e.fwd.Status().State == "retrying" })
+	e.stop()
+	e.obs("FST2", 4) // appended to the old handle: on disk before the "kill"
+	e.cfg.Retry = Retry{Min: Duration(5 * time.Millisecond), Max: Duration(50 * time.Millisecond)}
+	e.restart()
+	e.obs("FST1", 5)
+	e.drained()
+	assertSeqs(t, "observations", e.simSeqs("observations"), []int{1, 2, 3, 4, 5})
+	assertSeqs(t, "alarms", e.simSeqs("alarms"), []int{9})
+	if c := e.counts(); c.Duplicates != 1 || c.Entities["things"] != 2 {
+		t.Fatalf("counts %+v:%s", c, e.describeSim())
+	}
 }
