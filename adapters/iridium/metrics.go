@@ -1,6 +1,8 @@
 package iridium
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strconv"
 	"time"
 
@@ -55,4 +57,11 @@ func (m *MO) DedupKey() string {
 // MOMSN apart.
 func (m *SBDMail) DedupKey() string {
 	return m.IMEI + "/" + strconv.Itoa(int(m.MOMSN)) + "/" + m.SessionTime.UTC().Format(time.RFC3339)
+}
+
+// RawKey is the de-duplication key of a message kept raw because it could
+// not be parsed, so a redelivery is not dead-lettered twice.
+func RawKey(raw []byte) string {
+	sum := sha256.Sum256(raw)
+	return "raw/" + hex.EncodeToString(sum[:16])
 }

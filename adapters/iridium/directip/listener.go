@@ -252,12 +252,13 @@ func (l *Listener) serve(ctx context.Context, conn net.Conn, sink adapters.Sink,
 		Decoder:    l.cfg.Decoder,
 	}
 	mo, perr := iridium.ParseMO(raw)
-	var key string
+	var key string // de-duplication key
 	if perr != nil {
 		l.metrics.Error("parse")
 		log.WithError(perr).WithField("bytes", len(raw)).Warn("directip message unparseable, emitted raw for dead letters")
 		f.Payload = raw
 		f.Meta = map[string]string{iridium.MetaTransport: Kind, iridium.MetaParseError: perr.Error()}
+		key = iridium.RawKey(raw)
 		if trailing > 0 {
 			f.Meta[iridium.MetaTrailingBytes] = strconv.Itoa(trailing)
 		}
@@ -277,22 +278,20 @@ func (l *Listener) serve(ctx context.Context, conn net.Conn, sink adapters.Sink,
 		log.WithField("trailing_bytes", trailing).Warn("directip bytes past the declared length ignored")
 	}
 
-	if key != "" {
-		seen, release, err := dedup.Claim(ctx, key)
-		if err != nil {
-			if ctx.Err() == nil {
-				l.metrics.Error("dedup")
-				log.WithError(err).Warn("de-duplication lookup failed, not confirmed")
-			}
-			return
+	seen, release, err := dedup.Claim(ctx, key)
+	if err != nil {
+		if ctx.Err() == nil {
+			l.metrics.Error("dedup")
+			log.WithError(err).Warn("de-duplication lookup failed, not confirmed")
 		}
-		defer release()
-		if seen {
-			l.metrics.Duplicates.Inc()
-			log.WithField("cdr_ref", mo.Header.CDRRef).Debug("directip duplicate confirmed, not emitted")
-			l.confirm(conn, log)
-			return
-		}
+		return
+	}
+	defer release()
+	if seen {
+		l.metrics.Duplicates.Inc()
+		log.WithField("key", key).Debug("directip duplicate confirmed, not emitted")
+		l.confirm(conn, log)
+		return
 	}
 
 	err = sink.Emit(ctx, f)
@@ -305,13 +304,11 @@ func (l *Listener) serve(ctx context.Context, conn net.Conn, sink adapters.Sink,
 	}
 	l.metrics.Frames.Inc()
 	log.WithField("bytes", len(f.Payload)).Trace("directip frame queued")
-	if key != "" {
-		if err := dedup.Add(key); err != nil {
-			// The frame is durable; confirm anyway. A redelivery would be
-			// emitted twice, which is the lesser harm.
-			l.metrics.Error("dedup")
-			log.WithError(err).Warn("de-duplication key not recorded")
-		}
+	if err := dedup.Add(key); err != nil {
+		// The frame is durable; confirm anyway. A redelivery would be
+		// emitted twice, which is the lesser harm.
+		l.metrics.Error("dedup")
+		log.WithError(err).Warn("de-duplication key not recorded")
 	}
 	l.confirm(conn, log)
 }

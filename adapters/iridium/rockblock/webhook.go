@@ -287,6 +287,7 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		log.WithError(perr).Warn("rockblock fields unparseable, emitted raw for dead letters")
 		f.Payload = body
 		f.Meta = map[string]string{iridium.MetaTransport: Kind, iridium.MetaParseError: perr.Error(), iridium.MetaJWT: state}
+		key = iridium.RawKey(body)
 		if imei := fields[iridium.RBIMEI]; len(imei) == 15 && strings.Trim(imei, "0123456789") == "" {
 			f.Identity = imei
 		}
@@ -299,20 +300,18 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		log = log.WithFields(logrus.Fields{"imei": msg.IMEI, "momsn": msg.MOMSN})
 	}
 
-	if key != "" {
-		seen, release, err := h.dedup.Claim(h.ctx, key)
-		if err != nil {
-			w.metrics.Error("dedup")
-			http.Error(rw, "unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		defer release()
-		if seen {
-			w.metrics.Duplicates.Inc()
-			log.Debug("rockblock duplicate acknowledged, not emitted")
-			rw.WriteHeader(http.StatusOK)
-			return
-		}
+	seen, release, err := h.dedup.Claim(h.ctx, key)
+	if err != nil {
+		w.metrics.Error("dedup")
+		http.Error(rw, "unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	defer release()
+	if seen {
+		w.metrics.Duplicates.Inc()
+		log.Debug("rockblock duplicate acknowledged, not emitted")
+		rw.WriteHeader(http.StatusOK)
+		return
 	}
 
 	err = h.sink.Emit(h.ctx, f)
@@ -325,11 +324,9 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.metrics.Frames.Inc()
-	if key != "" {
-		if err := h.dedup.Add(key); err != nil {
-			w.metrics.Error("dedup")
-			log.WithError(err).Warn("de-duplication key not recorded")
-		}
+	if err := h.dedup.Add(key); err != nil {
+		w.metrics.Error("dedup")
+		log.WithError(err).Warn("de-duplication key not recorded")
 	}
 	if d := time.Since(start); d > ReplyBudget {
 		log.WithField("elapsed", d.String()).Warn("rockblock reply after the 3s budget; a redelivery will be deduplicated")
