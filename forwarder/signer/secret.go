@@ -1,6 +1,8 @@
 package signer
 
 import (
+	"encoding"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -106,3 +108,12 @@ func LoadSecret(spec SecretSpec) (Secret, error) {
 	}
 	return Secret{&secretValue{b}}, nil
 }
+
+var (
+	_ fmt.Stringer             = Secret{}
+	_ fmt.GoStringer           = Secret{}
+	_ fmt.Formatter            = Secret{}
+	_ json.Marshaler           = Secret{}
+	_ encoding.TextMarshaler   = Secret{}
+	_ encoding.TextUnmarshaler = (*Secret)(nil)
+)

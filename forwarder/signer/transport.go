@@ -39,7 +39,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	ctype := req.Header.Get("Content-Type")
-	if hasBody && ctype == "" {
+	if hasBody && ctype == "" && md5v != "" {
 		ctype = "application/json"
 	}
 	now := time.Now
