@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/vigd/vigd/decoders"
@@ -53,10 +55,12 @@ type loaded struct {
 // collecting every error (config errors first).
 func loadAll(path string) (*loaded, error) {
 	cfg, err := config.Load(path)
-	if err != nil {
+	if cfg == nil {
 		return nil, &configErrors{errs: flattenErr(err)}
 	}
-	var errs []error
+	// Go on past config errors: decoders and devices are checked too, so
+	// that one run reports every mistake.
+	errs := flattenErr(err)
 	l := &loaded{cfg: cfg}
 	files, err := cfg.DecoderFiles()
 	if err != nil {
@@ -85,9 +89,40 @@ func loadAll(path string) (*loaded, error) {
 		}
 	}
 	if len(errs) > 0 {
+		sortByPosition(errs)
 		return nil, &configErrors{errs: errs}
 	}
 	return l, nil
+}
+
+// sortByPosition orders "file:line[:col]: …" messages by file, then line
+// (stable: messages without a position keep their place after those
+// with one).
+func sortByPosition(errs []error) {
+	type pos struct {
+		file string
+		line int
+	}
+	at := func(e error) pos {
+		s := e.Error()
+		i := strings.Index(s, ": ")
+		if i < 0 {
+			return pos{}
+		}
+		parts := strings.Split(s[:i], ":")
+		if len(parts) < 2 {
+			return pos{file: parts[0]}
+		}
+		n, _ := strconv.Atoi(parts[1])
+		return pos{parts[0], n}
+	}
+	sort.SliceStable(errs, func(i, j int) bool {
+		a, b := at(errs[i]), at(errs[j])
+		if a.file != b.file {
+			return a.file < b.file
+		}
+		return a.line < b.line
+	})
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {

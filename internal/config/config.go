@@ -139,7 +139,9 @@ func Default() *Config {
 }
 
 // Load reads and validates a config file. The error, when not nil, joins
-// every problem found, each an *Error with file:line:col.
+// every problem found, each an *Error with file:line:col; the Config is
+// then as much as could be read (nil when the file is not YAML), so that
+// callers can go on checking decoders and report everything at once.
 func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -189,10 +191,7 @@ func Parse(path string, b []byte) (*Config, error) {
 	cfg.Adapters = decodeAdapters(adaptersNode, es)
 	cfg.validate(doc, es)
 	cfg.resolvePaths()
-	if err := es.Err(); err != nil {
-		return nil, err
-	}
-	return cfg, nil
+	return cfg, es.Err()
 }
 
 func decodeAdapters(n *yaml.Node, es *Errors) []Adapter {
