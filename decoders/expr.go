@@ -364,6 +364,10 @@ func (c *exprCompiler) compile(src, path string, known map[string]bool, opts ...
 		c.d.errs = append(c.d.errs, &ConfigError{File: c.d.file, Line: line, Col: col, Path: path, Msg: "expression: " + oneLine(msg)})
 		return nil
 	}
+	if callsNow(prog) {
+		c.d.errAt(path, "now() is not available: decoders are pure (use frame.received)")
+		return nil
+	}
 	if known != nil {
 		if bad := unknownNames(prog, known); len(bad) > 0 {
 			c.d.errAt(path, "expression %q uses unknown name(s) %s (known: %s)", src, strings.Join(bad, ", "), sortedKeys(known))
@@ -374,8 +378,9 @@ func (c *exprCompiler) compile(src, path string, known map[string]bool, opts ...
 }
 
 type identVisitor struct {
-	ids  []string
-	lets map[string]bool
+	ids   []string
+	lets  map[string]bool
+	calls []string
 }
 
 func (v *identVisitor) Visit(n *ast.Node) {
@@ -384,7 +389,25 @@ func (v *identVisitor) Visit(n *ast.Node) {
 		v.ids = append(v.ids, x.Value)
 	case *ast.VariableDeclaratorNode:
 		v.lets[x.Name] = true
+	case *ast.CallNode:
+		if id, ok := x.Callee.(*ast.IdentifierNode); ok {
+			v.calls = append(v.calls, id.Value)
+		}
 	}
+}
+
+// callsNow reports whether the program calls now(), which decoders may not
+// use: they are pure, and frame.received is their clock.
+func callsNow(prog *vm.Program) bool {
+	v := &identVisitor{lets: map[string]bool{}}
+	n := prog.Node()
+	ast.Walk(&n, v)
+	for _, c := range v.calls {
+		if c == "now" {
+			return true
+		}
+	}
+	return false
 }
 
 func unknownNames(prog *vm.Program, known map[string]bool) []string {

@@ -124,6 +124,9 @@ func compileFile(file string, data []byte) (*Decoder, []error) {
 	yd := newYAMLDec(file)
 	var cfg fileConfig
 	yd.decode(&root, reflectValue(&cfg), "")
+	if yd.budget < 0 {
+		return nil, []error{&ConfigError{File: file, Line: 1, Col: 1, Msg: "the document is too large once its aliases are expanded"}}
+	}
 	c := &compiler{d: yd, ec: &exprCompiler{d: yd}}
 	dec := c.compile(&cfg)
 	if len(yd.errs) > 0 {

@@ -29,10 +29,13 @@ type yamlDec struct {
 	file string
 	errs []error
 	pos  map[string]pos
+	// budget bounds the nodes visited: aliases are expanded where they are
+	// used, and a "billion laughs" file must not hang the loader.
+	budget int
 }
 
 func newYAMLDec(file string) *yamlDec {
-	return &yamlDec{file: file, pos: map[string]pos{}}
+	return &yamlDec{file: file, pos: map[string]pos{}, budget: 200000}
 }
 
 // errAt records an error at path, using the nearest known position.
@@ -72,6 +75,9 @@ func joinPath(path, key string) string {
 
 // decode fills v (addressable) from n.
 func (d *yamlDec) decode(n *yaml.Node, v reflect.Value, path string) {
+	if d.budget--; d.budget < 0 {
+		return
+	}
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
@@ -244,7 +250,7 @@ func (d *yamlDec) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	}
 	keys := structKeys(v.Type())
 	seen := map[string]bool{}
-	pairs := mergedPairs(n)
+	pairs := d.mergedPairs(n)
 	for i := 0; i+1 < len(pairs); i += 2 {
 		k, val := pairs[i], pairs[i+1]
 		kp := joinPath(path, k.Value)
@@ -279,7 +285,10 @@ func reflectValue(p any) reflect.Value { return reflect.ValueOf(p).Elem() }
 
 // mergedPairs lists a mapping's key/value nodes with YAML merge keys
 // ("<<: *defaults") expanded; explicit keys win over merged ones.
-func mergedPairs(n *yaml.Node) []*yaml.Node {
+func (d *yamlDec) mergedPairs(n *yaml.Node) []*yaml.Node {
+	if d.budget -= len(n.Content); d.budget < 0 {
+		return nil
+	}
 	var explicit, merged []*yaml.Node
 	has := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -309,7 +318,7 @@ func mergedPairs(n *yaml.Node) []*yaml.Node {
 			if src.Kind != yaml.MappingNode {
 				continue
 			}
-			sub := mergedPairs(src)
+			sub := d.mergedPairs(src)
 			for j := 0; j+1 < len(sub); j += 2 {
 				if !has[sub[j].Value] {
 					has[sub[j].Value] = true
