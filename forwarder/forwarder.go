@@ -102,8 +102,9 @@ type Forwarder struct {
 	data    qinfo
 	alarms  qinfo
 
-	inAlarms  bool // the alarms queue is being drained (no nesting)
-	stopGrace time.Duration
+	inAlarms    bool // the alarms queue is being drained (no nesting)
+	stopGrace   time.Duration
+	replayEvery time.Duration
 
 	mu     sync.Mutex
 	status Status
@@ -176,8 +177,9 @@ func New(cfg Config, deps Deps) (*Forwarder, error) {
 			alarms:       endpoint{"alarms", cfg.Paths.Alarms, "alarms"},
 			raw:          endpoint{"raw", cfg.Paths.Raw, ""},
 		},
-		status:    Status{State: "starting"},
-		stopGrace: min(stopGrace, cfg.Timeout.D()),
+		status:      Status{State: "starting"},
+		stopGrace:   min(stopGrace, cfg.Timeout.D()),
+		replayEvery: replayEvery,
 	}
 	if f.clock == nil {
 		f.clock = realClock{}
@@ -261,14 +263,60 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			continue
 		}
 		f.setState("idle")
+		f.replayPending(ctx)
+		t := time.NewTimer(f.replayEvery)
 		select {
 		case <-ctx.Done():
 		case <-f.alarms.q.Notify():
 		case <-f.data.q.Notify():
 		case <-f.state.Notify():
+		case <-t.C:
 		}
+		t.Stop()
 	}
 	return nil
+}
+
+// replayEvery is how often an idle forwarder looks for records that
+// `vigd deadletters replay` marked.
+var replayEvery = 5 * time.Second
+
+// replayPending re-queues the record entries waiting in the dead-letter
+// store's replay folder and deletes them. Frames are left for the
+// pipeline.
+func (f *Forwarder) replayPending(ctx context.Context) {
+	n, err := f.ReplayPending(ctx)
+	if err != nil {
+		f.log.WithError(err).Warn("dead letter replay failed")
+	}
+	if n > 0 {
+		f.log.WithField("count", n).Info("dead letters replayed")
+	}
+}
+
+// ReplayPending re-queues every record entry waiting in the dead-letter
+// store's replay folder (see deadletter.Store.MarkReplay) and deletes each
+// once it is queued. Run calls it when idle; it returns how many it
+// replayed.
+func (f *Forwarder) ReplayPending(ctx context.Context) (int, error) {
+	es, err := f.dl.TakeReplays()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range es {
+		if e.Class != deadletter.ClassRecord {
+			continue
+		}
+		if err := f.ReplayRecord(ctx, e); err != nil {
+			return n, fmt.Errorf("replay %s: %w", e.ID, err)
+		}
+		if err := f.dl.Delete(e.ID); err != nil && !errors.Is(err, deadletter.ErrNotFound) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // drainAlarms delivers alarm windows until the alarms queue is empty.
@@ -438,6 +486,7 @@ func (f *Forwarder) syncEntities(ctx context.Context) error {
 
 func (f *Forwarder) syncKind(ctx context.Context, k EntityKind) error {
 	bo := f.newBackoff()
+	var last string
 	for ctx.Err() == nil {
 		ps, err := f.state.unsent(k, f.cfg.Batch.MaxRecords*windowBatches)
 		if err != nil {
@@ -449,6 +498,15 @@ func (f *Forwarder) syncKind(ctx context.Context, k EntityKind) error {
 		}
 		if len(ps) == 0 {
 			return nil
+		}
+		// The same set again means the state store could not record the
+		// last round: do not spin on it.
+		if key := fmt.Sprint(len(ps), ps[0].SensusID, ps[0].Hash); key == last {
+			if !f.sleep(ctx, bo.next()) {
+				break
+			}
+		} else {
+			last = key
 		}
 		for _, b := range f.entityBatches(k, ps) {
 			if err := f.deliver(ctx, b); err != nil {

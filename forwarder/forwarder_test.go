@@ -149,9 +149,16 @@ func TestPartialSuccess(t *testing.T) {
 			"errors":[{"recordId":"r1","recordIndex":1,"error":"VALIDATION_ERROR","message":"Invalid timestamp format"},
 			          {"recordIndex":3,"error":"VALIDATION_ERROR","message":"result out of range"}]}`}
 	}
+	rej0 := counter(t, recordsTotal, "observation", "rejected")
+	acc0 := counter(t, recordsTotal, "observation", "accepted")
+	req0 := counter(t, requestsTotal, "observations", "202")
 	e.obs("FST1", 10, 11, 12, 13, 14)
 	e.start()
 	e.drained()
+	if r, a, q := counter(t, recordsTotal, "observation", "rejected")-rej0, counter(t, recordsTotal, "observation", "accepted")-acc0,
+		counter(t, requestsTotal, "observations", "202")-req0; r != 2 || a != 3 || q != 1 {
+		t.Fatalf("metrics: rejected +%v accepted +%v requests{202} +%v", r, a, q)
+	}
 	if len(e.fs.requests()) != 1 {
 		t.Fatalf("requests: %s", e.describe())
 	}

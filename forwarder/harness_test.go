@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/sirupsen/logrus"
 
 	"github.com/vigd/vigd/forwarder/deadletter"
@@ -488,4 +490,14 @@ func (l *logBuffer) lines(s string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// counter reads one counter of a vector.
+func counter(t *testing.T, v *prometheus.CounterVec, labels ...string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := v.WithLabelValues(labels...).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.Counter.GetValue()
 }

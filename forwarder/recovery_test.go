@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vigd/vigd/forwarder/deadletter"
 )
 
 // A crash in the middle of a window: one batch was accepted, the answer to
@@ -366,4 +368,41 @@ func TestStopGraceBoundsHungRequest(t *testing.T) {
 	e.restart()
 	e.drained()
 	assertSeqs(t, "observations", e.fs.seqs("observations"), []int{1})
+}
+
+// `vigd deadletters replay` with the daemon running: the CLI (another
+// Store on the same folder) moves the entry to replay/; the idle forwarder
+// re-queues and delivers it, and deletes the entry.
+func TestReplayThroughFolder(t *testing.T) {
+	old := replayEvery
+	replayEvery = 20 * time.Millisecond
+	t.Cleanup(func() { replayEvery = old })
+	e := newEnv(t)
+	var fixed atomic.Bool
+	e.fs.script = func(r *req) reply {
+		for _, it := range r.items {
+			if !fixed.Load() && seqOf(it) == 2 {
+				return reply{status: 400, body: `{"error":"VALIDATION_ERROR","message":"nope"}`}
+			}
+		}
+		return reply{}
+	}
+	e.obs("FST1", 1, 2, 3)
+	e.start()
+	e.drained()
+	dead := e.deadSeqs()
+	if len(dead) != 1 {
+		t.Fatalf("dead %v", dead)
+	}
+	fixed.Store(true)
+	cli, err := deadletter.Open(e.dl.Dir(), deadletter.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.MarkReplay(dead[2].ID); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFor("replayed record delivered", func() bool { return len(e.fs.seqs("observations")) == 3 })
+	assertSeqs(t, "observations", e.fs.seqs("observations"), []int{1, 3, 2})
+	e.waitFor("entry deleted", func() bool { es, _ := cli.List(deadletter.Filter{}); return len(es) == 0 })
 }

@@ -310,10 +310,13 @@ func (s *Store) evictLocked() {
 	for _, f := range files {
 		total += f.size
 	}
+	// Down to 90% of the bound, so that a store at its bound does not
+	// rescan the folder on every Put.
+	target := s.max - s.max/10
 	var n int
 	var freed int64
 	for _, f := range files {
-		if total <= s.max {
+		if total <= target {
 			break
 		}
 		if err := os.Remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
