@@ -1079,12 +1079,15 @@ func (d *Disk) Read(from Position, maxRecs, maxBytes int) ([]Entry, error) {
 	}
 	d.mu.Unlock()
 
+	// Allocated at the first record: an empty poll costs nothing. Bodies
+	// share one slab per call.
 	var out []Entry
-	var bodies int
 	var slab []byte
+	slabCap := 64 << 10
 	if maxBytes > 0 {
-		slab = make([]byte, 0, min(maxBytes, 1<<20))
+		slabCap = min(maxBytes, 1<<20)
 	}
+	var bodies int
 	var sc stringCache
 	for i := range snap {
 		s := &snap[i]
@@ -1112,6 +1115,10 @@ func (d *Disk) Read(from Position, maxRecs, maxBytes int) ([]Entry, error) {
 			var rec Record
 			ok := err == nil && f.seq >= s.num && f.seq <= s.lastSeq && (!known || f.seq == expect)
 			if ok {
+				if out == nil {
+					out = make([]Entry, 0, min(maxRecs, 1024))
+					slab = make([]byte, 0, slabCap)
+				}
 				var derr error
 				if slab, derr = decodePayload(f.payload, &rec, &sc, slab); derr != nil {
 					ok = false

@@ -37,14 +37,15 @@ func frameCRC(hdr, payload []byte) uint32 {
 	return crc32.Update(c, castagnoli, payload)
 }
 
-// appendFrame appends a complete frame holding payload to dst.
+// appendFrame appends a complete frame holding payload to dst. The header
+// is built in place in dst: a local array would escape through the crc32
+// function value and cost an allocation per record.
 func appendFrame(dst []byte, seq uint64, payload []byte) []byte {
-	var h [headerSize]byte
-	h[0] = frameMagic
-	binary.LittleEndian.PutUint32(h[1:5], uint32(len(payload)))
-	binary.LittleEndian.PutUint64(h[5:13], seq)
-	binary.LittleEndian.PutUint32(h[13:17], frameCRC(h[:], payload))
-	dst = append(dst, h[:]...)
+	start := len(dst)
+	dst = append(dst, frameMagic)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(payload)))
+	dst = binary.LittleEndian.AppendUint64(dst, seq)
+	dst = binary.LittleEndian.AppendUint32(dst, frameCRC(dst[start:], payload))
 	return append(dst, payload...)
 }
 
