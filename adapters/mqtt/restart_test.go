@@ -127,14 +127,19 @@ func TestBrokerRestartWithPersistenceLosesNothing(t *testing.T) {
 
 	fl := startFlow(t, mq.URL())
 	for range 2 {
-		time.Sleep(400 * time.Millisecond)
+		since := time.Now()
+		waitFor(t, 10*time.Second, "30 publishes", func() bool { _, n := fl.ackedSince(since); return len(n) >= 30 })
 		mq.Stop()
 		waitFor(t, 5*time.Second, "adapter to notice", func() bool { return !r.a.Status().OK })
 		time.Sleep(300 * time.Millisecond)
 		mq.Start()
 		r.waitReady(t)
 	}
-	time.Sleep(400 * time.Millisecond)
+	again := time.Now()
+	waitFor(t, 10*time.Second, "50 publishes after the last restart", func() bool {
+		_, since := fl.ackedSince(again)
+		return len(since) >= 50
+	})
 	fl.halt()
 
 	acked, _ := fl.ackedSince(time.Time{})
@@ -146,9 +151,6 @@ func TestBrokerRestartWithPersistenceLosesNothing(t *testing.T) {
 	}
 	t.Logf("persistence + SIGTERM x2: %d publishes, %d acknowledged, %d emitted, %d lost, %d duplicates, %v reconnects",
 		fl.attempts, len(acked), len(sink.snapshot()), len(lost), dups, reconnects(name, "connection_lost"))
-	if len(acked) < 100 {
-		t.Errorf("only %d messages acknowledged: the flow did not run", len(acked))
-	}
 	if len(lost) > 0 {
 		t.Errorf("%d acknowledged messages never emitted: %v", len(lost), head(lost, 10))
 	}
@@ -174,9 +176,10 @@ func TestBrokerKillWithoutPersistenceResubscribes(t *testing.T) {
 	r.waitReady(t)
 
 	fl := startFlow(t, mq.URL())
-	time.Sleep(500 * time.Millisecond)
-	// Everything acknowledged up to here has had time to reach the sink.
-	safeBefore := time.Now().Add(-200 * time.Millisecond)
+	waitFor(t, 10*time.Second, "50 publishes", func() bool { all, _ := fl.ackedSince(time.Time{}); return len(all) >= 50 })
+	// What was acknowledged up to here has 200ms to reach the sink.
+	safeBefore := time.Now()
+	time.Sleep(200 * time.Millisecond)
 	killed := time.Now()
 	mq.Kill()
 	waitFor(t, 5*time.Second, "adapter to notice", func() bool { return !r.a.Status().OK })
@@ -184,7 +187,10 @@ func TestBrokerKillWithoutPersistenceResubscribes(t *testing.T) {
 	mq.Start()
 	r.waitReady(t)
 	ready := time.Now() // at or after the SUBACK: publishes begun later are routed to the adapter
-	time.Sleep(500 * time.Millisecond)
+	waitFor(t, 10*time.Second, "50 publishes after resubscription", func() bool {
+		_, since := fl.ackedSince(ready)
+		return len(since) >= 50
+	})
 	fl.halt()
 
 	acked, afterReady := fl.ackedSince(ready)

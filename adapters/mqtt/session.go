@@ -177,7 +177,9 @@ wait:
 		}
 	}
 	a.setDisconnected()
-	s.flushAcks()
+	if s.reason != reasonLost {
+		s.flushAcks()
+	}
 	c.Disconnect(disconnectQuiesce)
 	// paho starts OnConnect for every connection it reports; wait for it so
 	// no goroutine of this session outlives it (bounded, in case a future
@@ -606,6 +608,9 @@ func (f *flow) idle() (inHand int, lastIdle time.Time) {
 }
 
 func (f *flow) acquire(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return false
+	}
 	select {
 	case f.slots <- struct{}{}:
 	case <-ctx.Done():
