@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -74,6 +75,15 @@ type State struct {
 	db     *bolt.DB
 	epoch  string
 	notify chan struct{}
+
+	// known caches the stored hash of each entity (this process is the
+	// only writer), so that the pipeline's upsert of an unchanged
+	// definition, once per frame, touches no page of the file.
+	mu    sync.Mutex
+	known map[string]string // kind+sensusID -> hash+"\x00"+thing
+	// wmu orders entity writes with the cache: the cache changes only
+	// after the commit, so "unchanged" always means "durably stored".
+	wmu sync.Mutex
 }
 
 // OpenState opens (creating) the state file at path.
@@ -82,7 +92,7 @@ func OpenState(path string) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state: open %s: %w", path, err)
 	}
-	s := &State{db: db, notify: make(chan struct{}, 1)}
+	s := &State{db: db, notify: make(chan struct{}, 1), known: map[string]string{}}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketThings, bucketDatastreams, bucketUnsentT, bucketUnsentD,
 			bucketIDsT, bucketIDsD, bucketMeta, bucketWindows, bucketResolved} {
@@ -163,17 +173,32 @@ func (s *State) upsert(k EntityKind, sid, thing string, body []byte) (bool, erro
 	}
 	h := hashOf(body)
 	ents, unsent, ids := buckets(k)
-	same := false
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(ents).Get([]byte(sid)); v != nil {
-			var e storedEntity
-			if json.Unmarshal(v, &e) == nil && e.Hash == h && e.Thing == thing {
-				same = true
+	ck := k.String() + "\x00" + sid
+	cv := h + "\x00" + thing
+	s.mu.Lock()
+	prev, cached := s.known[ck]
+	s.mu.Unlock()
+	if cached && prev == cv {
+		return false, nil
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	prev, cached = s.known[ck]
+	s.mu.Unlock()
+	if !cached {
+		_ = s.db.View(func(tx *bolt.Tx) error {
+			if v := tx.Bucket(ents).Get([]byte(sid)); v != nil {
+				var e storedEntity
+				if json.Unmarshal(v, &e) == nil {
+					prev, cached = e.Hash+"\x00"+e.Thing, true
+				}
 			}
-		}
-		return nil
-	})
-	if same {
+			return nil
+		})
+	}
+	if cached && prev == cv {
+		s.remember(ck, cv)
 		return false, nil
 	}
 	e := storedEntity{Hash: h, Status: statusUnsent, Thing: thing, IotID: iotID(body), Body: append(json.RawMessage(nil), body...)}
@@ -195,8 +220,15 @@ func (s *State) upsert(k EntityKind, sid, thing string, body []byte) (bool, erro
 	if err != nil {
 		return false, fmt.Errorf("state: upsert %s %s: %w", k, sid, err)
 	}
+	s.remember(ck, cv)
 	s.signal()
 	return true, nil
+}
+
+func (s *State) remember(k, v string) {
+	s.mu.Lock()
+	s.known[k] = v
+	s.mu.Unlock()
 }
 
 // iotID is the body's numeric "@iot.id" as text, or "".
