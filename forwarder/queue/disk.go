@@ -54,7 +54,8 @@ const (
 	DefaultMaxRecordBytes = 4 << 20
 	DefaultCheckInterval  = 10 * time.Second
 	minSegmentSize        = 4 << 10
-	maxGather             = 1024 // appends written by one write+fsync at most
+	maxGather             = 1024    // appends written by one write+fsync at most
+	maxGatherBytes        = 4 << 20 // and their bytes: bounds the write buffer
 )
 
 var (
@@ -330,21 +331,33 @@ func (d *Disk) load() error {
 	}
 	d.segs = keep
 
+	// A new segment gets a number above every file and above the cursor
+	// (whose segment may have been removed by hand).
 	d.nextSeq = max(1, d.cursor.Segment+1)
 	if n := len(d.segs); n > 0 {
 		last := d.segs[n-1]
+		d.nextSeq = max(d.nextSeq, last.lastSeq+1)
 		if d.cursor.Segment <= last.num {
-			// Go on writing the newest segment.
+			// Go on writing the newest segment, unless it ends in bytes
+			// kept for the operator (a sealed segment with a garbled end
+			// became the newest when the one after it was put aside):
+			// then the next append starts a new segment.
 			f, err := os.OpenFile(d.segPath(last.num), os.O_RDWR, 0)
 			if err != nil {
 				return err
 			}
-			d.active, d.activeMeta = d.opts.wrapFile(f), last
-			d.nextSeq = last.lastSeq + 1
-		} else {
-			// The cursor points past every file (they were removed by
-			// hand): new numbers must come after it.
-			d.nextSeq = max(d.nextSeq, last.lastSeq+1)
+			fi, err := f.Stat()
+			if err != nil {
+				f.Close()
+				return err
+			}
+			if fi.Size() == last.size {
+				d.active, d.activeMeta = d.opts.wrapFile(f), last
+				// Sequence numbers in a segment follow each other.
+				d.nextSeq = last.lastSeq + 1
+			} else {
+				f.Close()
+			}
 		}
 		if s := d.segByNum(d.cursor.Segment); s != nil && d.cursor.Offset > s.size {
 			d.cursor.Offset = s.size
@@ -722,11 +735,13 @@ func (d *Disk) writer() {
 		}
 		// Everyone who queued up during the previous write+fsync joins
 		// this one: that is the group commit.
+		size := batch[0].size
 	gather:
-		for len(batch) < maxGather {
+		for len(batch) < maxGather && size < maxGatherBytes {
 			select {
 			case r := <-d.reqs:
 				batch = append(batch, r)
+				size += r.size
 			default:
 				break gather
 			}
@@ -1024,6 +1039,9 @@ func (d *Disk) flush(ready []*appendReq, startSeq uint64) {
 	d.updateGaugesLocked()
 	d.mu.Unlock()
 	d.wbuf = d.wbuf[:0]
+	if cap(d.wbuf) > 1<<20 {
+		d.wbuf = nil // do not hold a large batch's buffer for ever
+	}
 	d.appended.Add(recs)
 	d.m.appends.Add(float64(recs))
 	for _, r := range ready {
@@ -1263,6 +1281,13 @@ func (d *Disk) dropConsumed(pos Position) int {
 	d.recountLocked()
 	d.signalSpaceLocked()
 	d.mu.Unlock()
+	// An open descriptor would keep a deleted file's space in use.
+	d.rmu.Lock()
+	if d.rf != nil && slices.Contains(gone, d.rnum) {
+		d.rf.Close()
+		d.rf = nil
+	}
+	d.rmu.Unlock()
 	for _, num := range gone {
 		d.removeSegment(num)
 	}
@@ -1316,17 +1341,17 @@ func (d *Disk) maintain() {
 	t := time.NewTicker(d.opts.CheckInterval)
 	defer t.Stop()
 	for {
+		d.evictAged()
+		st := d.Stats()
+		age := 0.0
+		if !st.Oldest.IsZero() {
+			age = max(0, d.opts.now().Sub(st.Oldest).Seconds())
+		}
+		d.m.oldestAge.Set(age)
 		select {
 		case <-d.closing:
 			return
 		case <-t.C:
-			d.evictAged()
-			st := d.Stats()
-			age := 0.0
-			if !st.Oldest.IsZero() {
-				age = max(0, d.opts.now().Sub(st.Oldest).Seconds())
-			}
-			d.m.oldestAge.Set(age)
 		}
 	}
 }

@@ -830,3 +830,97 @@ func segNum(t testing.TB, path string) uint64 {
 	}
 	return n
 }
+
+// TestFaultOnNewSegment: the first write into a fresh segment fails,
+// leaving an empty newest file; after a restart appends go into it with
+// the right sequence numbers and everything reads back.
+func TestFaultOnNewSegment(t *testing.T) {
+	dir := t.TempDir()
+	var f faults
+	opts := Options{SegmentSize: minSegmentSize, wrapFile: func(s segFile) segFile { return faultFile{s, &f} }}
+	d := openDisk(t, dir, opts)
+	var want []Record
+	for i := 0; len(segFiles(t, dir)) < 2; i++ {
+		mustAppend(t, d, testRec(i))
+		want = append(want, testRec(i))
+	}
+	// Fill the second segment up to where the next append rolls.
+	for i := len(want); ; i++ {
+		r := testRec(i)
+		sz := int64(headerSize + len(appendPayload(nil, &r, r.Time)))
+		if d.activeMeta.size+sz > minSegmentSize {
+			break
+		}
+		mustAppend(t, d, r)
+		want = append(want, r)
+	}
+	f.set(&f.write, syscall.ENOSPC)
+	if err := d.Append(context.Background(), testRec(500)); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("append: %v", err)
+	}
+	files := segFiles(t, dir)
+	if fi, err := os.Stat(files[len(files)-1]); len(files) != 3 || err != nil || fi.Size() != 0 {
+		t.Fatalf("want an empty third segment, have %v (%v)", files, err)
+	}
+	d.Close()
+	d = openDisk(t, dir, Options{SegmentSize: minSegmentSize})
+	more := testRecs(600, 3)
+	mustAppend(t, d, more...)
+	want = append(want, more...)
+	d.Close()
+	d = openDisk(t, dir, Options{SegmentSize: minSegmentSize})
+	checkEntries(t, readAll(t, d, Position{}), want)
+	if st := d.Stats(); st.Corrupted != 0 || st.Records != int64(len(want)) {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestNewestPutAside: when the newest segment is unreadable, the one
+// before it (whose end is garbled) is kept as it is and appends start a
+// new segment.
+func TestNewestPutAside(t *testing.T) {
+	dir, recs, es := multiSegment(t, 300)
+	nums, idx := bySegment(es)
+	n := len(nums)
+	prev := nums[n-2]
+	lastRec := idx[prev][len(idx[prev])-1]
+	path := filepath.Join(dir, segName(prev))
+	data, _ := os.ReadFile(path)
+	data[len(data)-2] ^= 0xff // garble the end of the last record
+	os.WriteFile(path, data, 0o640)
+	newest := filepath.Join(dir, segName(nums[n-1]))
+	os.Remove(newest)
+	os.Mkdir(newest, 0o750)
+
+	d := openDisk(t, dir, Options{SegmentSize: minSegmentSize})
+	want := recs[:lastRec]
+	checkEntries(t, readAll(t, d, Position{}), want)
+	extra := testRec(1000)
+	mustAppend(t, d, extra)
+	if b, _ := os.ReadFile(path); !bytes.Equal(b, data) {
+		t.Fatal("the segment with the garbled end was written to")
+	}
+	want = append(slices.Clone(want), extra)
+	checkEntries(t, readAll(t, d, Position{}), want)
+	d.Close()
+	d = openDisk(t, dir, Options{SegmentSize: minSegmentSize})
+	checkEntries(t, readAll(t, d, Position{}), want)
+}
+
+// TestCloseWakesBlockedAppend: Close answers an Append waiting for space.
+func TestCloseWakesBlockedAppend(t *testing.T) {
+	d := openDisk(t, t.TempDir(), Options{MaxBytes: 8 << 10, Policy: Block})
+	first := fill(t, d, 0)
+	done := make(chan error, 1)
+	go func() { done <- d.Append(context.Background(), first[0]) }()
+	time.Sleep(50 * time.Millisecond)
+	d.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("blocked append after close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("close did not wake the blocked append")
+	}
+}
