@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,10 +56,20 @@ type Config struct {
 	// arrived for this long, the adapter reconnects and reports itself
 	// silent until a message comes. 0 (default) turns it off.
 	SilenceTimeout time.Duration `yaml:"silence_timeout"`
-	// Decoder is the default decoder for topics that name none.
-	Decoder string `yaml:"decoder"`
-	// CustomerID is put on every frame as the default customer.
-	CustomerID string `yaml:"customer_id"`
+	// The adapter-wide decoder and customer_id keys are common to every
+	// kind: the config loader keeps them and the pipeline applies them to
+	// frames that carry none (a topic's decoder wins).
+}
+
+// Decoders lists the decoder names the topics ask for, for "vigd check".
+func (c *Config) Decoders() []string {
+	var out []string
+	for _, t := range c.Topics {
+		if t.Decoder != "" && !slices.Contains(out, t.Decoder) {
+			out = append(out, t.Decoder)
+		}
+	}
+	return out
 }
 
 // TLSConfig holds PEM file paths, read at each connect.
@@ -85,14 +96,31 @@ type Topic struct {
 	// QoS requested, 0..2. Default 1 (0 is at-most-once by design: the
 	// broker never sends a QoS 0 message again).
 	QoS int `yaml:"qos"`
-	// Decoder overrides the adapter's decoder for this topic.
+	// Decoder for this topic's frames (default: the adapter's decoder).
 	Decoder string `yaml:"decoder"`
 	// Identity says where the device id is: {segment: N} or "payload".
 	Identity Identity `yaml:"identity"`
 }
 
-// UnmarshalYAML applies the per-topic default QoS 1.
+var topicKeys = []string{"topic", "qos", "decoder", "identity"}
+
+// UnmarshalYAML applies the per-topic default QoS 1. A type with its own
+// UnmarshalYAML is decoded as a whole by yaml.v3 (and by the strict config
+// loader), so it checks its keys itself.
 func (t *Topic) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.MappingNode {
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if !slices.Contains(topicKeys, k.Value) {
+				return fmt.Errorf("line %d: unknown key %q in a topic (known: %s)", k.Line, k.Value, strings.Join(topicKeys, ", "))
+			}
+			if seen[k.Value] {
+				return fmt.Errorf("line %d: duplicate key %q", k.Line, k.Value)
+			}
+			seen[k.Value] = true
+		}
+	}
 	type plain Topic
 	p := plain{QoS: 1}
 	if err := n.Decode(&p); err != nil {
@@ -131,8 +159,8 @@ func (id *Identity) UnmarshalYAML(n *yaml.Node) error {
 		var seg *int
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			if k.Value != "segment" {
-				return fmt.Errorf("identity: unknown key %q (want segment)", k.Value)
+			if k.Value != "segment" || seg != nil {
+				return fmt.Errorf("line %d: identity: unexpected key %q (want one segment)", k.Line, k.Value)
 			}
 			var s int
 			if err := v.Decode(&s); err != nil {

@@ -41,8 +41,6 @@ max_inflight: 4
 max_buffered: 50
 retained: take
 silence_timeout: 10m
-decoder: generic
-customer_id: acme
 `
 
 func decodeStrict(t *testing.T, src string) (*Config, error) {
@@ -75,13 +73,15 @@ func TestConfigYAML(t *testing.T) {
 			{Topic: "gw/raw", QoS: 0, Identity: Identity{From: IdentityPayload}},
 		},
 		MaxInflight: 4, MaxBuffered: 50, Retained: RetainedTake, SilenceTimeout: 10 * time.Minute,
-		Decoder: "generic", CustomerID: "acme",
 	}
 	if got, w := mustYAML(t, c), mustYAML(t, &want); got != w {
 		t.Errorf("decoded\n%s\nwant\n%s", got, w)
 	}
 	if c.Topics[2].Identity.From != IdentityPayload || c.Topics[0].Identity.From != IdentitySegment {
 		t.Errorf("identity forms: %+v", c.Topics)
+	}
+	if d := c.Decoders(); len(d) != 1 || d[0] != "pump-v2" {
+		t.Errorf("Decoders() = %v, want [pump-v2]", d)
 	}
 
 	// Defaults survive a minimal block.
@@ -128,6 +128,10 @@ func TestConfigYAMLErrors(t *testing.T) {
 		"identity not int":     "topics: [{topic: a/+, identity: {segment: one}}]\n",
 		"identity empty map":   "topics: [{topic: a/+, identity: {}}]\n",
 		"identity list":        "topics: [{topic: a/+, identity: [1]}]\n",
+		"identity two keys":    "topics: [{topic: a/+, identity: {segment: 1, segment: 1}}]\n",
+		"topic unknown key":    "topics: [{topic: a/+, qoss: 1}]\n",
+		"topic duplicate key":  "topics: [{topic: a/+, qos: 1, qos: 2}]\n",
+		"adapter decoder key":  "decoder: x\n", // common key: the loader keeps it, the kind never sees it
 		"duration not string":  "keepalive: [1]\n",
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -146,11 +146,7 @@ func New(name string, cfg Config, env adapters.Env) (*Adapter, error) {
 	a := &Adapter{name: name, cfg: cfg, log: log, m: newMetrics(name)}
 	for _, t := range cfg.Topics {
 		f, _ := parseFilter(t.Topic) // checked by Validate
-		dec := t.Decoder
-		if dec == "" {
-			dec = cfg.Decoder
-		}
-		a.routes = append(a.routes, route{filter: f, decoder: dec, identity: t.Identity})
+		a.routes = append(a.routes, route{filter: f, decoder: t.Decoder, identity: t.Identity})
 	}
 	a.cfg.Brokers = append([]string(nil), cfg.Brokers...)
 	a.cfg.Topics = append([]Topic(nil), cfg.Topics...)
@@ -375,14 +371,13 @@ func (a *Adapter) route(topic string) (*route, []string) {
 // frame builds the Frame for a message.
 func (a *Adapter) frame(r *route, segs []string, m paho.Message, received time.Time) *adapters.Frame {
 	f := &adapters.Frame{
-		Adapter:    a.name,
-		Kind:       Kind,
-		Source:     m.Topic(),
-		Offset:     -1,
-		Received:   received.UTC(),
-		Payload:    m.Payload(),
-		CustomerID: a.cfg.CustomerID,
-		Decoder:    r.decoder,
+		Adapter:  a.name,
+		Kind:     Kind,
+		Source:   m.Topic(),
+		Offset:   -1,
+		Received: received.UTC(),
+		Payload:  m.Payload(),
+		Decoder:  r.decoder,
 		Meta: map[string]string{
 			"topic":      m.Topic(),
 			"qos":        strconv.Itoa(int(m.Qos())),

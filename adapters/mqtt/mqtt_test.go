@@ -22,8 +22,6 @@ func TestFrameIdentityDecoderMeta(t *testing.T) {
 	t.Parallel()
 	mq := requireMosquitto(t, testpeers.MosquittoOptions{})
 	cfg := baseConfig(t, mq.URL())
-	cfg.Decoder = "fallback"
-	cfg.CustomerID = "cust-9"
 	cfg.Topics = []Topic{
 		{Topic: "devices/+/up", QoS: 1, Decoder: "dev", Identity: Identity{From: IdentitySegment, Segment: 1}},
 		{Topic: "sensors/#", QoS: 0, Identity: Identity{From: IdentitySegment, Segment: 2}},
@@ -53,11 +51,11 @@ func TestFrameIdentityDecoderMeta(t *testing.T) {
 	}
 	for payload, w := range map[string]want{
 		"a": {"devices/pump-7/up", "pump-7", "dev", "1"},
-		"b": {"sensors/site1/lvl-3/x", "lvl-3", "fallback", "0"},
+		"b": {"sensors/site1/lvl-3/x", "lvl-3", "", "0"}, // the pipeline applies the adapter's decoder
 		"c": {"plain/up", "", "plain", "2"},
 	} {
 		f := frames[byPayload[payload]]
-		if f.Adapter != name || f.Kind != "mqtt" || f.Offset != -1 || f.CustomerID != "cust-9" {
+		if f.Adapter != name || f.Kind != "mqtt" || f.Offset != -1 || f.CustomerID != "" {
 			t.Errorf("%s: adapter/kind/offset/customer = %q/%q/%d/%q", payload, f.Adapter, f.Kind, f.Offset, f.CustomerID)
 		}
 		if f.Source != w.source || f.Identity != w.identity || f.Decoder != w.decoder {
