@@ -217,6 +217,9 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 	if f == nil {
 		return nil, d.fail(-1, nil, "no frame")
 	}
+	if len(f.Payload) == 0 {
+		return nil, d.fail(0, nil, "empty payload")
+	}
 	p, err := d.engine.parse(f.Payload)
 	if err != nil {
 		var pe *parseError

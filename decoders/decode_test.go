@@ -389,3 +389,17 @@ datastreams:
 		t.Error("now() compiled")
 	}
 }
+
+func TestEmptyInputs(t *testing.T) {
+	d := mustLoad(t, "name: t\nformat: text\ntext: {columns: [], header: {match: '^H', lines: 1, names: 1}}\ndatastreams: [{name: a, value: '$env.a'}]\n")
+	if _, err := d.Decode(frame("1,2\n"), decoders.Env{}); err == nil || !strings.Contains(err.Error(), "no column names") {
+		t.Errorf("no names: %v", err)
+	}
+	if _, err := d.Decode(frame(""), decoders.Env{}); err == nil || !strings.Contains(err.Error(), "at byte 0: empty payload") {
+		t.Errorf("empty: %v", err)
+	}
+	res, err := d.Decode(frame("H,a\n"), decoders.Env{})
+	if err != nil || len(res.Observations) != 0 || len(res.Datastreams) != 1 {
+		t.Errorf("header only: %v %+v", err, res)
+	}
+}

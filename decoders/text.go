@@ -176,7 +176,7 @@ func (e *textEngine) parse(payload []byte) (*parsed, error) {
 			lines = lines[h.Lines:]
 		}
 	}
-	if names == nil && len(lines) > 0 {
+	if len(names) == 0 && len(lines) > 0 {
 		return nil, perr(lines[0].off, "no column names: the frame has no header and the decoder no columns")
 	}
 	for _, l := range lines {
