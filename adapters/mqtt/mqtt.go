@@ -39,8 +39,10 @@
 //   - for QoS 1/2 the broker's in-flight window (Mosquitto
 //     max_inflight_messages, default 20) bounds how many wait; for QoS 0
 //     nothing does, so when more than max_buffered are waiting the adapter
-//     disconnects — the broker keeps the rest for the session — and
-//     reconnects once they have all reached the sink;
+//     disconnects — the broker keeps the rest for the session (QoS 0 only
+//     with Mosquitto's queue_qos0_messages; what it had already written to
+//     the socket is lost: QoS 0 is at most once) — and reconnects once they
+//     have all reached the sink;
 //   - the socket keeps being read, so keep-alive works however long the
 //     sink blocks.
 //
@@ -55,6 +57,10 @@
 // after newer ones; decoders must rely on timestamps, not arrival order.
 //
 // # Sessions
+//
+// Frames carry the topic's decoder; when a topic names none, Decoder is
+// empty and the pipeline applies the adapter's decoder key. Identity is
+// the topic level named by identity: {segment: N}, or empty ("payload").
 //
 // Each connection uses a new paho client (same id, same options), so no
 // state is carried between connections by the library and the connect
@@ -124,7 +130,6 @@ type state struct {
 	running     bool
 	subscribed  bool
 	broker      string
-	since       time.Time
 	lastMessage time.Time
 	lastErr     string
 	failStreak  int // connections that ended badly in a row, for log levels
@@ -291,7 +296,7 @@ func connText(st state) string {
 // first one, and the recovery after a streak of failures).
 func (a *Adapter) setSubscribed(broker string, sessionPresent bool) {
 	a.mu.Lock()
-	a.state.subscribed, a.state.broker, a.state.since = true, broker, time.Now()
+	a.state.subscribed, a.state.broker = true, broker
 	streak := a.state.failStreak
 	a.state.failStreak = 0
 	a.mu.Unlock()
