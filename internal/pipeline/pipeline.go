@@ -12,7 +12,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"strings"
@@ -42,6 +41,10 @@ var (
 		Name: "vigd_decoder_frames_total",
 		Help: "Frames per decoder and result (ok, error).",
 	}, []string{"decoder", "result"})
+	skipped = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigd_decoder_values_skipped_total",
+		Help: "Values or rows a decoder left out of a frame (missing values, bad rows), by decoder.",
+	}, []string{"decoder"})
 	recordsOut = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigd_pipeline_records_total",
 		Help: "Records queued by the pipeline, by kind.",
@@ -135,6 +138,12 @@ func (p *Pipeline) For(adapterName, kind, decoder, customerID string) adapters.S
 
 // Emit implements adapters.Sink.
 func (p *Pipeline) Emit(ctx context.Context, f *adapters.Frame) error {
+	return p.emit(ctx, f, false)
+}
+
+// emit is Emit; replay is set for a dead letter processed again, whose raw
+// copy was archived the first time.
+func (p *Pipeline) emit(ctx context.Context, f *adapters.Frame, replay bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -151,7 +160,7 @@ func (p *Pipeline) Emit(ctx context.Context, f *adapters.Frame) error {
 		if f.Decoder == "" {
 			reason = "no decoder configured for adapter " + f.Adapter
 		}
-		return p.reject(ctx, f, reason, nil)
+		return p.reject(ctx, f, reason, nil, replay)
 	}
 	res, err := dec.Decode(f, decoders.Env{
 		Lookup:          p.lookup,
@@ -160,11 +169,21 @@ func (p *Pipeline) Emit(ctx context.Context, f *adapters.Frame) error {
 	})
 	if err != nil {
 		decodedBy.WithLabelValues(dec.Name(), "error").Inc()
-		return p.reject(ctx, f, err.Error(), err)
+		return p.reject(ctx, f, err.Error(), err, replay)
 	}
 	decodedBy.WithLabelValues(dec.Name(), "ok").Inc()
-	if len(res.Observations) == 0 && len(res.Alarms) == 0 && len(res.Things) == 0 {
-		return p.reject(ctx, f, fmt.Sprintf("decoder %s produced no records", dec.Name()), nil)
+	if len(res.Skipped) > 0 {
+		skipped.WithLabelValues(dec.Name()).Add(float64(len(res.Skipped)))
+		p.o.Log.WithFields(logrus.Fields{"source": f.Where(), "decoder": dec.Name(), "count": len(res.Skipped), "first": res.Skipped[0]}).Debug("values left out")
+	}
+	if len(res.Observations) == 0 && len(res.Alarms) == 0 {
+		// Things and datastreams alone carry no data: a frame that gave
+		// nothing else must not vanish.
+		reason := fmt.Sprintf("decoder %s produced no observations", dec.Name())
+		if len(res.Skipped) > 0 {
+			reason += ": " + strings.Join(res.Skipped, "; ")
+		}
+		return p.reject(ctx, f, reason, nil, replay)
 	}
 	if err := p.store(ctx, f, res); err != nil {
 		framesIn.WithLabelValues(f.Adapter, "failed").Inc()
@@ -343,7 +362,7 @@ func (p *Pipeline) rawRecord(f *adapters.Frame, deviceID, customerID string) (qu
 // reject keeps the frame in the dead-letter store (and archives it raw
 // unless raw_frames is none). It returns a *RejectedError when both are on
 // disk, so the adapter may acknowledge.
-func (p *Pipeline) reject(ctx context.Context, f *adapters.Frame, reason string, cause error) error {
+func (p *Pipeline) reject(ctx context.Context, f *adapters.Frame, reason string, cause error, replay bool) error {
 	data, err := json.Marshal(f)
 	if err != nil {
 		return err
@@ -357,7 +376,7 @@ func (p *Pipeline) reject(ctx context.Context, f *adapters.Frame, reason string,
 		framesIn.WithLabelValues(f.Adapter, "failed").Inc()
 		return fmt.Errorf("dead-letter frame from %s: %w", f.Where(), err)
 	}
-	if p.o.RawFrames != "none" {
+	if p.o.RawFrames != "none" && !replay {
 		raw, err := p.rawRecord(f, "", "")
 		if err == nil {
 			err = p.o.Data.Append(ctx, raw)
@@ -379,10 +398,5 @@ func (p *Pipeline) Replay(ctx context.Context, data []byte) error {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return fmt.Errorf("dead letter is not a frame: %w", err)
 	}
-	err := p.Emit(ctx, &f)
-	var rej *adapters.RejectedError
-	if errors.As(err, &rej) {
-		return err
-	}
-	return err
+	return p.emit(ctx, &f, true)
 }
