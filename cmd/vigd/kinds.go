@@ -4,6 +4,7 @@ package main
 import (
 	_ "github.com/vigd/vigd/adapters/iridium/directip"
 	_ "github.com/vigd/vigd/adapters/iridium/rockblock"
+	_ "github.com/vigd/vigd/adapters/iridium/sbdmail"
 	_ "github.com/vigd/vigd/adapters/mqtt"
 	_ "github.com/vigd/vigd/adapters/tcp"
 )
