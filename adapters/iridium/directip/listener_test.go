@@ -328,6 +328,12 @@ func TestUnparseableEmittedRaw(t *testing.T) {
 	if got := readAll(t, c); !bytes.Equal(got, confirmation) {
 		t.Errorf("confirmation % x", got)
 	}
+	// A redelivery of the same bad bytes is not dead-lettered twice.
+	c = push(t, h.addr, bad, 59)
+	if got := readAll(t, c); !bytes.Equal(got, confirmation) {
+		t.Errorf("redelivery confirmation % x", got)
+	}
+	h.noEmit(t, 50*time.Millisecond)
 }
 
 func TestTruncatedNotConfirmed(t *testing.T) {

@@ -303,12 +303,26 @@ type signer struct {
 	pubFile string
 }
 
+// testKeys are generated once per test binary (RSA generation is slow
+// under -race); newSigner hands them out in turn.
+var (
+	testKeys = sync.OnceValue(func() []*rsa.PrivateKey {
+		var ks []*rsa.PrivateKey
+		for range 2 {
+			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				panic(err)
+			}
+			ks = append(ks, k)
+		}
+		return ks
+	})
+	signers atomic.Int64
+)
+
 func newSigner(t *testing.T) *signer {
 	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := testKeys()[signers.Add(1)%2]
 	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
 	if err != nil {
 		t.Fatal(err)

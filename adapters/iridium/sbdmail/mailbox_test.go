@@ -149,8 +149,13 @@ func (h *harness) noEmit(t *testing.T, d time.Duration) {
 // waitScans waits until n more scans have finished.
 func (h *harness) waitScans(t *testing.T, n uint64) {
 	t.Helper()
-	target := h.m.Scans() + n
-	eventually(t, func() bool { return h.m.Scans() >= target }, "scans")
+	h.waitScansFrom(t, h.m.Scans(), n)
+}
+
+// waitScansFrom waits until n scans after the count from have finished.
+func (h *harness) waitScansFrom(t *testing.T, from, n uint64) {
+	t.Helper()
+	eventually(t, func() bool { return h.m.Scans() >= from+n }, "scans")
 }
 
 func eventually(t *testing.T, cond func() bool, what string) {
@@ -218,13 +223,17 @@ func TestFailedEmitLeavesUnseenAndRetries(t *testing.T) {
 	d := testpeers.StartDovecot(t, testpeers.DovecotOptions{})
 	d.Deliver("INBOX", sample(t))
 	h := start(t, d, t.TempDir(), nil)
-	h.next(t).reply <- errors.New("disk full")
-	h.waitScans(t, 1)
+	e := h.next(t)
+	// Read the count before answering: the scan ends as soon as the sink
+	// answers.
+	before := h.m.Scans()
+	e.reply <- errors.New("disk full")
+	h.waitScansFrom(t, before, 1)
 	if ms := inbox(t, d); len(ms) != 1 || ms[0].Seen() {
 		t.Fatalf("after failed emit: %+v", ms)
 	}
 	// Next poll: emitted again.
-	e := h.next(t)
+	e = h.next(t)
 	if string(e.frame.Payload) != samplePayload {
 		t.Errorf("frame %+v", e.frame)
 	}
@@ -355,7 +364,7 @@ func TestTooLargeReportedWithoutPayload(t *testing.T) {
 func TestIdleWakesOnNewMail(t *testing.T) {
 	d := testpeers.StartDovecot(t, testpeers.DovecotOptions{})
 	h := start(t, d, t.TempDir(), func(c *Config) { c.PollInterval = time.Hour })
-	h.waitScans(t, 1)
+	h.waitScansFrom(t, 0, 1)
 	time.Sleep(200 * time.Millisecond) // let IDLE start
 	d.Append("INBOX", sample(t))
 	e := h.next(t)
