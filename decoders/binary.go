@@ -522,7 +522,7 @@ func (f *binFieldSpec) decode(b []byte, r *record) string {
 			return ""
 		}
 		fv, text := f32Value(v)
-		f.setNum(r, fv, text, false)
+		f.setNum(r, fv, text)
 		return ""
 	case "f64":
 		v := math.Float64frombits(readUint(b, f.order))
@@ -530,7 +530,7 @@ func (f *binFieldSpec) decode(b []byte, r *record) string {
 			r.setMissing(f.name, fmt.Sprintf("missing value %v", v))
 			return ""
 		}
-		f.setNum(r, v, formatFloat(v, 64), false)
+		f.setNum(r, v, formatFloat(v, 64))
 		return ""
 	case "bcd":
 		var n uint64
@@ -567,7 +567,7 @@ func (f *binFieldSpec) decode(b []byte, r *record) string {
 		return ""
 	}
 	if u > math.MaxInt64 {
-		f.setNum(r, float64(u), strconv.FormatUint(u, 10), true)
+		f.setNum(r, float64(u), strconv.FormatUint(u, 10))
 		return ""
 	}
 	f.setInt(r, int64(u), strconv.FormatUint(u, 10))
@@ -599,12 +599,12 @@ func (f *binFieldSpec) setInt(r *record, i int64, text string) {
 		r.setNumber(f.name, int(i), text)
 		return
 	}
-	f.setNum(r, float64(i), text, false)
+	f.setNum(r, float64(i), text)
 }
 
 // setNum applies div, scale, add and decimals, keeping the exact text when
 // nothing changes the value.
-func (f *binFieldSpec) setNum(r *record, v float64, text string, big bool) {
+func (f *binFieldSpec) setNum(r *record, v float64, text string) {
 	if !f.scaled() {
 		r.setNumber(f.name, v, text)
 		return

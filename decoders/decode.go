@@ -329,8 +329,9 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 
 	// Datastreams.
 	refs := make([]sta.Ref, len(d.streams))
+	dsEnv := maps.Clone(tplEnv) // one copy; datastream() overwrites its own keys
 	for i, s := range d.streams {
-		ds, err := d.datastream(s, tplEnv, thing)
+		ds, err := d.datastream(s, dsEnv, thing)
 		if err != nil {
 			return nil, d.fail(-1, nil, "datastreams[%d] %q: %v", i, s.name, err)
 		}
@@ -441,9 +442,13 @@ func (d *Decoder) thing(env map[string]any, dev Device) (sta.Thing, error) {
 	return th, nil
 }
 
-func (d *Decoder) datastream(s *stream, base map[string]any, thing sta.Thing) (sta.Datastream, error) {
-	e := maps.Clone(base)
+// datastream renders one datastream; e is a scratch env whose name,
+// sensor, input and observedProperty keys it sets.
+func (d *Decoder) datastream(s *stream, e map[string]any, thing sta.Thing) (sta.Datastream, error) {
 	e["name"] = s.name
+	delete(e, "sensor")
+	delete(e, "input")
+	delete(e, "observedProperty")
 	ds := sta.Datastream{
 		Name: s.name, ObservationType: s.obsType, UnitOfMeasurement: s.unit,
 		Thing: sta.Ref{Name: thing.Name, SensusID: thing.SensusID},
