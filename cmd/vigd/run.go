@@ -427,19 +427,18 @@ func (d *daemonState) replayOnce(ctx context.Context) {
 		return
 	}
 	for _, e := range entries {
-		var err error
-		switch e.Class {
-		case deadletter.ClassFrame:
-			err = d.pipe.Replay(ctx, e.Data)
-			var rej *adapters.RejectedError
-			if errors.As(err, &rej) {
-				// Still undecodable: it is in the store again with the
-				// current reason.
-				d.log.WithFields(logrus.Fields{"id": e.ID, "reason": rej.Reason}).Warn("replayed frame rejected again")
-				err = nil
-			}
-		default:
-			err = d.fwd.ReplayRecord(ctx, e)
+		// Records (rejected upstream) are the forwarder's to replay; frames
+		// go through the decoders as they are now.
+		if e.Class != deadletter.ClassFrame {
+			continue
+		}
+		err := d.pipe.Replay(ctx, e.Data)
+		var rej *adapters.RejectedError
+		if errors.As(err, &rej) {
+			// Still undecodable: it is in the store again with the
+			// current reason.
+			d.log.WithFields(logrus.Fields{"id": e.ID, "reason": rej.Reason}).Warn("replayed frame rejected again")
+			err = nil
 		}
 		if err != nil {
 			d.log.WithError(err).WithField("id", e.ID).Warn("replay failed; will try again")
