@@ -105,6 +105,7 @@ type Forwarder struct {
 	inAlarms    bool // the alarms queue is being drained (no nesting)
 	stopGrace   time.Duration
 	replayEvery time.Duration
+	closeIdle   func()
 
 	mu     sync.Mutex
 	status Status
@@ -197,8 +198,12 @@ func New(cfg Config, deps Deps) (*Forwarder, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
+		// An own transport, so that Run can close its idle connections on
+		// the way out (a server shutting down waits for them).
+		base := http.DefaultTransport.(*http.Transport).Clone()
+		f.closeIdle = base.CloseIdleConnections
 		f.client = &http.Client{Transport: &signer.Transport{
-			Base:      http.DefaultTransport,
+			Base:      base,
 			Config:    cfg.Signing,
 			ServiceID: cfg.ServiceID,
 			Secret:    secret,
@@ -240,6 +245,11 @@ func (f *Forwarder) setState(s string) {
 func (f *Forwarder) Run(ctx context.Context) error {
 	f.log.WithFields(logrus.Fields{"url": f.base.String(), "epoch": f.state.Epoch()}).Info("forwarder started")
 	defer func() {
+		if f.closeIdle != nil {
+			f.closeIdle()
+		} else {
+			f.client.CloseIdleConnections()
+		}
 		f.setState("stopped")
 		f.log.Info("forwarder stopped")
 	}()
