@@ -467,10 +467,10 @@ func (f *Forwarder) recover422(ctx context.Context, b *batch, a *answer, unknown
 				id = b.items[*i].ref()
 			}
 		}
-		sid, status, why, ok := f.state.resolveEntity(u.kind, id)
-		if !ok && u.kind == Thing && !b.entBatch() && id == "" {
-			sid, ok = b.dev+"@"+b.cust, true
+		if id == "" && u.kind == Thing && !b.entBatch() {
+			id = b.dev + "@" + b.cust // a batch's records are of one thing
 		}
+		sid, status, why, ok := f.state.resolveEntity(u.kind, id)
 		key := id
 		if ok {
 			key = sid

@@ -372,8 +372,11 @@ func (f *Forwarder) runWindow(ctx context.Context, qi *qinfo) (bool, error) {
 			continue
 		}
 		if b.ep.listKey == "" && !f.cfg.RawEnabled {
+			// Skipping again after a restart costs nothing: no state write.
 			recordsTotal.WithLabelValues("raw", "skipped").Inc()
-		} else if err := f.deliver(ctx, b); err != nil {
+			continue
+		}
+		if err := f.deliver(ctx, b); err != nil {
 			return true, err
 		}
 		if err := f.state.markResolved(qi.name, b.id); err != nil {

@@ -3,13 +3,16 @@ package forwarder
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"gopkg.in/yaml.v3"
 )
 
 func TestMain(m *testing.M) {
@@ -390,5 +393,65 @@ func TestConfigValidate(t *testing.T) {
 	ok.URL, ok.ServiceID, ok.SecretCredential = "https://x.example", "svc", "vigd-secret"
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// YAML on top of DefaultConfig: durations as strings, untouched keys keep
+// their defaults.
+func TestConfigYAML(t *testing.T) {
+	c := DefaultConfig()
+	src := `
+url: https://xcloud.example.com
+service_id: gw-1
+secret_credential: vigd-api-secret
+gzip: true
+timeout: 45s
+batch:
+  max_records: 200
+  linger: 250ms
+retry:
+  max: 2m
+signing:
+  date_format: "2006-01-02T15:04:05Z"
+paths:
+  raw: /custom/raw
+`
+	if err := yaml.Unmarshal([]byte(src), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Timeout.D() != 45*time.Second || c.Batch.Linger.D() != 250*time.Millisecond || c.Retry.Max.D() != 2*time.Minute ||
+		c.Retry.Min.D() != time.Second || c.Batch.MaxBytes != 1<<20 || c.Batch.MaxRecords != 200 ||
+		c.Paths.Raw != "/custom/raw" || c.Paths.Things != DefaultThingsPath || !c.RawEnabled || !c.Gzip ||
+		c.RequestsPerSecond != 10 || len(c.Signing.Lines) != 5 || c.Signing.DateFormat != "2006-01-02T15:04:05Z" {
+		t.Fatalf("decoded %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var d Duration
+	if err := yaml.Unmarshal([]byte(`soon`), &d); err == nil || !strings.Contains(err.Error(), `"soon" is not a duration`) {
+		t.Fatalf("bad duration: %v", err)
+	}
+	out, _ := yaml.Marshal(struct{ D Duration }{Duration(90 * time.Second)})
+	if string(out) != "d: 1m30s\n" {
+		t.Fatalf("marshal %q", out)
+	}
+}
+
+func TestNewRefusesBadSetup(t *testing.T) {
+	_, err := New(Config{URL: "nope"}, Deps{})
+	if !errors.Is(err, ErrConfig) {
+		t.Fatalf("err %v", err)
+	}
+	for _, want := range []string{"both queues are required", "state and dead-letter", "url: must be", "service_id"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	e := newEnv(t)
+	e.cfg.SecretFile = filepath.Join(e.dir, "missing")
+	if _, err := New(e.cfg, Deps{Data: e.data, Alarms: e.alarms, State: e.state, DeadLetters: e.dl}); !errors.Is(err, ErrConfig) ||
+		strings.Contains(err.Error(), testSecret) {
+		t.Fatalf("missing secret: %v", err)
 	}
 }
