@@ -371,7 +371,12 @@ func (m *modemRun) deliver(ctx context.Context) error {
 		m.a.m.frames.Inc()
 		p.emitted = true
 		m.a.saveLastMTMSN(p.mtmsn)
-		log.WithField("bytes", len(msg)).Debug("MT message queued")
+		entry := log.WithFields(logrus.Fields{"bytes": len(msg), "damaged_reads": p.badReads, "attempt": m.pendingBo.Attempt() + 1})
+		if p.badReads > 0 || m.pendingBo.Attempt() > 0 {
+			entry.Info("MT message queued after retries")
+		} else {
+			entry.Debug("MT message queued")
+		}
 	}
 	// Only now, with the message on disk, may the modem forget it.
 	if err := m.conn.Clear(1, m.cfg.CommandTimeout); err != nil {
