@@ -72,7 +72,7 @@ type Stats struct {
 	Oldest    time.Time // zero when empty
 	Segments  int
 	Evicted   int64 // records dropped by the size/age policy since start
-	Corrupted int64 // torn or garbled records skipped since start
+	Corrupted int64 // torn or garbled records skipped since start (Disk counts damaged regions: how many records a garbled stretch held is unknown)
 
 	// Counters since start added after the first contract; zero in
 	// implementations that do not track them.
