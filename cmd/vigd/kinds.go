@@ -6,5 +6,6 @@ import (
 	_ "github.com/vigd/vigd/adapters/iridium/rockblock"
 	_ "github.com/vigd/vigd/adapters/iridium/sbdmail"
 	_ "github.com/vigd/vigd/adapters/mqtt"
+	_ "github.com/vigd/vigd/adapters/serial"
 	_ "github.com/vigd/vigd/adapters/tcp"
 )

@@ -154,6 +154,12 @@ func (p *Pipeline) emit(ctx context.Context, f *adapters.Frame, replay bool) err
 	lock.Lock()
 	defer lock.Unlock()
 
+	// An adapter that could not parse its transport's envelope (a broken
+	// DirectIP message, an SBD mail without fields) still hands the bytes
+	// over, marked, so that they are kept: they go to the dead letters.
+	if pe := f.Meta["parse_error"]; pe != "" {
+		return p.reject(ctx, f, f.Kind+" message could not be parsed: "+pe, nil, replay)
+	}
 	dec, ok := p.decoders.Load().Get(f.Decoder)
 	if !ok {
 		reason := fmt.Sprintf("no decoder named %q", f.Decoder)

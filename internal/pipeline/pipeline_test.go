@@ -260,3 +260,18 @@ func TestNoDecoderConfigured(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestTransportParseErrorIsDeadLettered(t *testing.T) {
+	f := newFixture(t, t.TempDir(), "accept")
+	fr := frame("s1", "2026-01-01T00:00:00Z,1")
+	fr.Kind = "directip"
+	fr.Meta["parse_error"] = "IE 0x01 length 40 overflows the message"
+	err := f.p.For("in", "directip", "level", "047").Emit(context.Background(), fr)
+	var rej *adapters.RejectedError
+	if !errors.As(err, &rej) || !strings.Contains(rej.Reason, "directip message could not be parsed: IE 0x01 length 40") {
+		t.Fatalf("got %v", err)
+	}
+	if recs := readAll(t, f.data); len(recs) != 1 || recs[0].Kind != queue.Raw {
+		t.Fatalf("want only the raw archive copy, got %+v", recs)
+	}
+}
