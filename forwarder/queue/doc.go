@@ -47,10 +47,11 @@
 //
 // # Recovery
 //
-// Open reads every segment through once, verifying every checksum (about a
-// second per million small records on a desktop disk; see the tests for
-// the figure measured). Damage is handled, never a reason to refuse to
-// open:
+// Open reads every segment through once, verifying every checksum: 0.23 s
+// for a million 100-byte records (129 MB) from the page cache on the
+// development machine; from cold flash it is bound by read speed. Nothing
+// per record is kept in memory, only a few words per segment. Damage is
+// handled, never a reason to refuse to open:
 //
 //   - After a frame that does not verify, the reader looks for the next
 //     frame that does, starts with the magic byte and has a sequence number
@@ -73,5 +74,19 @@
 // MaxBytes bounds the uncommitted bytes; Policy says what a full queue
 // does (Block, DropOldest, DropNewest). Eviction works on whole segments,
 // oldest first, so SegmentSize is lowered to MaxBytes/4 when needed. MaxAge
-// deletes whole segments whose newest record is older than MaxAge.
+// deletes whole segments whose newest record is older than MaxAge, so a
+// record may outlive MaxAge by the time its segment took to fill.
+// Evictions are counted (Stats.Evicted, vigd_queue_evicted_records_total)
+// and logged at error level.
+//
+// # Write errors
+//
+// A failed write or fsync (a full or read-only disk) fails the appends of
+// that group commit with an error wrapping the system error (errors.Is(err,
+// syscall.ENOSPC)); the file is truncated back to the last acknowledged
+// record, so no half record is left, and the next append tries again on
+// the same file. Disk.Health reports the error until a write succeeds. On a
+// full disk Commit deletes consumed segments before saving the cursor, so
+// consuming records frees space even when the cursor file cannot be
+// written first.
 package queue
