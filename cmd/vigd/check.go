@@ -72,9 +72,17 @@ func loadAll(path string) (*loaded, error) {
 	} else {
 		l.decoders = set
 		for _, a := range cfg.Adapters {
-			if a.Decoder != "" {
-				if _, ok := set.Get(a.Decoder); !ok {
-					errs = append(errs, fmt.Errorf("%s:%d: adapters %q: decoder: no decoder named %q (have %s)", path, a.Line, a.Name, a.Decoder, strings.Join(set.Names(), ", ")))
+			names := []string{a.Decoder}
+			// Kinds that choose a decoder per topic or request say which.
+			if dn, ok := a.Settings.(interface{ Decoders() []string }); ok {
+				names = append(names, dn.Decoders()...)
+			}
+			for _, n := range names {
+				if n == "" {
+					continue
+				}
+				if _, ok := set.Get(n); !ok {
+					errs = append(errs, fmt.Errorf("%s:%d: adapters %q: decoder: no decoder named %q (have %s)", path, a.Line, a.Name, n, strings.Join(set.Names(), ", ")))
 				}
 			}
 		}

@@ -140,3 +140,27 @@ func TestVersionAndUsage(t *testing.T) {
 		t.Fatalf("decode without input: exit %d", code)
 	}
 }
+
+// A decoder named per MQTT topic is checked too.
+func TestCheckPerTopicDecoder(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `data_dir: ` + dir + `
+decoders: [` + repoPath("configs/decoders") + `]
+forwarder: {url: "http://127.0.0.1:1", service_id: gw, secret_file: /x}
+adapters:
+  - name: m
+    kind: mqtt
+    brokers: ["tcp://127.0.0.1:1883"]
+    topics:
+      - {topic: "a/+/up", decoder: nmea-gps}
+      - {topic: "b/+/up", decoder: nope}
+`
+	path := filepath.Join(dir, "vigd.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(t, "check", "-c", path)
+	if code != exitConfig || !strings.Contains(stderr, `adapters "m": decoder: no decoder named "nope"`) || strings.Contains(stderr, `"nmea-gps" (have`) {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+}
