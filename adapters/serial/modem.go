@@ -108,6 +108,7 @@ func (a *Adapter) runModem(ctx context.Context, pio *portIO, sink adapters.Sink)
 	if err := m.init(); err != nil {
 		return &opError{op: "modem", err: err}
 	}
+	pio.worked = true
 	a.update(func(s *status) { s.ready, s.imei = true, m.imei })
 	m.log = a.log.WithField("imei", m.imei)
 	m.log.Info("modem ready")

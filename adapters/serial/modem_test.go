@@ -363,3 +363,74 @@ func TestModemRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestModemUnplug: the modem's port vanishes (socat killed) and comes
+// back; the adapter reopens it, initialises the modem again and reads the
+// message that waited meanwhile, once.
+func TestModemUnplug(t *testing.T) {
+	rig := newModemRig(t)
+	sink := newSink()
+	a := run(t, rig.config(), sink, adapters.Env{})
+	waitCmd(t, rig.em, "AT+SBDIX", 1)
+	waitStatus(t, a, true, 5*time.Second)
+
+	rig.pty.Kill()
+	waitStatus(t, a, false, 5*time.Second)
+	rig.em.Queue([]byte("while unplugged"))
+	rig.pty.Start()
+	dev := openDevice(t, rig.pty.B)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = rig.em.Serve(dev) })
+	t.Cleanup(func() {
+		dev.Close()
+		wg.Wait()
+	})
+	reconnect := waitStatus(t, a, true, 5*time.Second)
+	f := sink.waitStored(t, 1, 10*time.Second)[0]
+	if string(f.Payload) != "while unplugged" {
+		t.Fatalf("payload %q", f.Payload)
+	}
+	waitCmd(t, rig.em, "AT+SBDD1", 1)
+	if n := rig.em.Count("AT+CGSN"); n != 2 {
+		t.Fatalf("modem initialised %d times, want 2", n)
+	}
+	if n := len(sink.stored()); n != 1 {
+		t.Fatalf("%d frames stored, want 1", n)
+	}
+	if value(t, a.m.reopens) < 1 {
+		t.Fatal("reopen not counted")
+	}
+	t.Logf("FIGURES: modem ready again %s after socat restart", reconnect.Round(time.Millisecond))
+}
+
+// TestModemHung: a modem that stops answering is given up after three
+// timeouts in a row: the port is closed, opened again and the modem
+// initialised again once it answers.
+func TestModemHung(t *testing.T) {
+	rig := newModemRig(t)
+	cfg := rig.config()
+	cfg.Modem.SessionTimeout = 150 * time.Millisecond
+	cfg.Modem.CommandTimeout = 150 * time.Millisecond
+	sink := newSink()
+	a := run(t, cfg, sink, adapters.Env{})
+	waitCmd(t, rig.em, "AT+SBDIX", 1)
+	waitStatus(t, a, true, 5*time.Second)
+	rig.em.Mute(true)
+	if err := rig.em.Ring(); err != nil { // a session now, which times out
+		t.Fatal(err)
+	}
+	waitStatus(t, a, false, 10*time.Second)
+	if st := a.Status(); !strings.Contains(st.Detail, "stopped answering") && !strings.Contains(st.Detail, "initialising") {
+		t.Fatalf("status %+v", st)
+	}
+	rig.em.Queue([]byte("after the hang"))
+	rig.em.Mute(false)
+	waitStatus(t, a, true, 10*time.Second)
+	f := sink.waitStored(t, 1, 10*time.Second)[0]
+	if string(f.Payload) != "after the hang" {
+		t.Fatalf("payload %q", f.Payload)
+	}
+	if value(t, a.m.portErrors.WithLabelValues("modem")) < 1 {
+		t.Fatal("modem failure not counted")
+	}
+}

@@ -215,7 +215,8 @@ func (a *Adapter) Run(ctx context.Context, sink adapters.Sink) error {
 		a.loadLastMTMSN()
 	}
 	bo := adapters.Backoff{Min: a.cfg.ReopenMin, Max: a.cfg.ReopenMax}
-	failing := false // in a streak of failures (log levels)
+	failing := false  // in a streak of failures (log levels)
+	flapping := false // the port opens but fails before it works
 	var downSince time.Time
 	down := func(err error) {
 		if !failing {
@@ -250,7 +251,9 @@ func (a *Adapter) Run(ctx context.Context, sink adapters.Sink) error {
 			a.m.reopens.Inc()
 		}
 		entry := a.log.WithField("device", dev)
-		if failing {
+		if flapping {
+			entry.Debug("serial port open again")
+		} else if failing {
 			entry.WithFields(logrus.Fields{"outage": time.Since(downSince).Round(time.Millisecond).String(), "attempt": bo.Attempt()}).Info("serial port open again")
 		} else {
 			entry.Info("serial port open")
@@ -261,7 +264,7 @@ func (a *Adapter) Run(ctx context.Context, sink adapters.Sink) error {
 			s.open, s.ready, s.device, s.since, s.lastErr, s.attempts = true, a.cfg.Mode == ModeFrames, dev, opened, nil, 0
 		})
 
-		got, err := a.serve(ctx, p, sink)
+		worked, err := a.serve(ctx, p, sink)
 		if ctx.Err() != nil {
 			break
 		}
@@ -271,10 +274,20 @@ func (a *Adapter) Run(ctx context.Context, sink adapters.Sink) error {
 			op = oe.op
 		}
 		a.m.portErrors.WithLabelValues(op).Inc()
-		if got > 0 || time.Since(opened) >= stableAfter {
+		entry = a.log.WithError(err).WithFields(logrus.Fields{"device": dev, "op": op})
+		switch {
+		case worked || time.Since(opened) >= stableAfter:
 			bo.Reset()
+			flapping = false
+			entry.Warn("serial port failed; closing it")
+		case flapping:
+			entry.Debug("serial port failed again; closing it")
+		default:
+			// Opened but never worked (no byte, no modem answer): the
+			// next cycles of this streak are logged at debug.
+			flapping = true
+			entry.Warn("serial port failed; closing it")
 		}
-		a.log.WithError(err).WithFields(logrus.Fields{"device": dev, "op": op}).Warn("serial port failed; closing it")
 		down(err)
 		if !bo.Wait(ctx) {
 			break
@@ -333,8 +346,9 @@ func (c *Config) portMode() *bugst.Mode {
 }
 
 // serve runs one open port until it fails or ctx ends, and closes it. It
-// returns how many bytes were read and why it stopped.
-func (a *Adapter) serve(ctx context.Context, p bugst.Port, sink adapters.Sink) (int64, error) {
+// reports whether the port worked (bytes came; for a modem, it answered
+// the initialisation) and why it stopped.
+func (a *Adapter) serve(ctx context.Context, p bugst.Port, sink adapters.Sink) (bool, error) {
 	// Closing the port is the only way to end a blocking read.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -356,7 +370,7 @@ func (a *Adapter) serve(ctx context.Context, p bugst.Port, sink adapters.Sink) (
 	} else {
 		err = a.runFrames(ctx, pio, sink)
 	}
-	return pio.n, err
+	return pio.worked || (a.cfg.Mode == ModeFrames && pio.n > 0), err
 }
 
 // portIO is the open port as the framers and the modem dialogue see it:
@@ -366,6 +380,8 @@ type portIO struct {
 	dr    framing.DeadlineReader
 	bytes prometheus.Counter
 	n     int64
+	// worked is set by the modem dialogue once the modem is initialised.
+	worked bool
 }
 
 func (p *portIO) Read(b []byte) (int, error) {

@@ -36,6 +36,7 @@ type Emulator struct {
 	corrupt   int   // damage the checksum of this many next SBDRB reads
 	cut       int   // cut this many next SBDRB reads short
 	commands  []string
+	muted     bool
 	changed   chan struct{}
 	lastMTMSN int
 }
@@ -78,6 +79,14 @@ func (e *Emulator) CutReads(n int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.cut += n
+}
+
+// Mute makes the modem record commands but answer nothing (a hung modem)
+// until Mute(false).
+func (e *Emulator) Mute(on bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.muted = on
 }
 
 // Ring sends an unsolicited ring alert (SBDRING), as the modem does when
@@ -160,7 +169,9 @@ func (e *Emulator) Serve(rw io.ReadWriter) error {
 	e.mu.Unlock()
 	defer func() {
 		e.mu.Lock()
-		e.w = nil
+		if e.w == rw { // not yet replaced by a Serve on a new line
+			e.w = nil
+		}
 		e.mu.Unlock()
 	}()
 	var line []byte
@@ -194,6 +205,9 @@ func (e *Emulator) handle(raw string) error {
 	e.commands = append(e.commands, cmd)
 	close(e.changed)
 	e.changed = make(chan struct{})
+	if e.muted {
+		return nil
+	}
 
 	var out bytes.Buffer
 	if e.echo {
