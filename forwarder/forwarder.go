@@ -109,6 +109,8 @@ type Forwarder struct {
 
 	mu     sync.Mutex
 	status Status
+
+	live liveness // heartbeat for the watchdog (alive.go)
 }
 
 // Status is the forwarder's state for readiness and sd_notify STATUS.
@@ -244,6 +246,7 @@ func (f *Forwarder) setState(s string) {
 // has its answer (or Config.Timeout, at most 10s, has passed).
 func (f *Forwarder) Run(ctx context.Context) error {
 	f.log.WithFields(logrus.Fields{"url": f.base.String(), "epoch": f.state.Epoch()}).Info("forwarder started")
+	f.watchRequests()
 	defer func() {
 		if f.closeIdle != nil {
 			f.closeIdle()
@@ -254,6 +257,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		f.log.Info("forwarder stopped")
 	}()
 	for ctx.Err() == nil {
+		f.beat()
 		if err := f.syncEntities(ctx); err != nil {
 			return nil
 		}
@@ -275,6 +279,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		f.setState("idle")
 		f.replayPending(ctx)
 		t := time.NewTimer(f.replayEvery)
+		idle := f.waiting()
 		select {
 		case <-ctx.Done():
 		case <-f.alarms.q.Notify():
@@ -282,6 +287,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		case <-f.state.Notify():
 		case <-t.C:
 		}
+		idle()
 		t.Stop()
 	}
 	return nil
@@ -535,6 +541,7 @@ func (f *Forwarder) sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}
+	defer f.waiting()()
 	select {
 	case <-ctx.Done():
 		return false
