@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -51,6 +52,8 @@ type daemonState struct {
 	mu       sync.Mutex
 	running  map[string]*runningAdapter // by adapter name
 	adapters sync.WaitGroup
+
+	stopping atomic.Bool // the graceful stop has begun (STATUS says so)
 }
 
 type runningAdapter struct {
@@ -108,6 +111,8 @@ func Run(ctx context.Context, path string, logOut io.Writer) error {
 		d.log.WithField("address", addr.String()).Info("http endpoint listening")
 	}
 	d.addStoreChecks()
+	current.Store(d.health)
+	defer current.CompareAndSwap(d.health, nil)
 
 	// The forwarder runs until the very end, so that a graceful stop can
 	// flush what the adapters queued last.
@@ -128,8 +133,13 @@ func Run(ctx context.Context, path string, logOut io.Writer) error {
 
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 	d.log.WithField("adapters", len(cfg.Adapters)).Info("running")
-	bg.Add(1)
-	go func() { defer bg.Done(); d.watchdog(ctx) }()
+	// The watchdog outlives ctx: it goes on through the flush, which can
+	// take longer than WatchdogSec.
+	wdCtx, wdCancel := context.WithCancel(context.Background())
+	wdDone := make(chan struct{})
+	go func() { defer close(wdDone); d.watchdog(wdCtx, cfg.Forwarder.Timeout.D()) }()
+	stopWatchdog := func() { wdCancel(); <-wdDone }
+	defer stopWatchdog()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -149,7 +159,8 @@ loop:
 			return fmt.Errorf("forwarder stopped: %w", err)
 		}
 	}
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	d.stopping.Store(true)
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping+"\nSTATUS=stopping: no more input, flushing "+d.backlog())
 	d.log.Info("stopping: no more input")
 	d.stopAdapters()
 	bg.Wait()
@@ -162,6 +173,7 @@ loop:
 	d.waitDrained(flush)
 	fwdCancel()
 	<-fwdDone
+	stopWatchdog()
 	d.log.WithFields(logrus.Fields{"data_backlog": d.data.Stats().Records, "alarm_backlog": d.alarms.Stats().Records}).Info("stopped")
 	return nil
 }
@@ -327,6 +339,7 @@ func (d *daemonState) reload(ctx context.Context) {
 	defer daemon.SdNotify(false, daemon.SdNotifyReady)
 	l, err := loadAll(d.path)
 	if err != nil {
+		reloadsTotal.WithLabelValues("refused").Inc()
 		for _, e := range flattenErr(err) {
 			if ce, ok := e.(*configErrors); ok {
 				for _, x := range ce.errs {
@@ -370,6 +383,8 @@ func (d *daemonState) reload(ctx context.Context) {
 		}
 		started++
 	}
+	reloadsTotal.WithLabelValues("ok").Inc()
+	lastReload.SetToCurrentTime()
 	d.log.WithFields(logrus.Fields{"kept": len(keep), "started": started, "stopped": len(stop)}).Info("reloaded")
 }
 
@@ -461,38 +476,93 @@ func (d *daemonState) waitDrained(max time.Duration) {
 	}
 }
 
-// watchdog pings systemd only while the pipeline really moves: the queues
-// are writable and the forwarder loop is alive. STATUS carries the backlog
-// and the last delivery.
-func (d *daemonState) watchdog(ctx context.Context) {
+// watchdog sends STATUS (backlog, oldest record, last delivery) and, while
+// the pipeline really moves, WATCHDOG=1. Moving means: both queues can be
+// written, and the forwarder loop showed progress within the watchdog
+// interval or is waiting on purpose (idle, backoff). A loop wedged in a
+// request that never ends stops the pings while STATUS goes on saying why,
+// and systemd restarts the service (WatchdogSec in the unit).
+func (d *daemonState) watchdog(ctx context.Context, fwdTimeout time.Duration) {
 	interval, err := daemon.SdWatchdogEnabled(false)
-	every := 10 * time.Second
+	if err != nil {
+		d.log.WithError(err).Warn("watchdog settings unreadable; not pinging")
+	}
+	every, stall := 10*time.Second, time.Duration(0)
 	if err == nil && interval > 0 {
-		every = interval / 3
+		// Pings at a third of the interval survive one late tick.
+		every, stall = interval/3, interval
+		if fwdTimeout >= interval {
+			d.log.WithFields(logrus.Fields{"timeout": fwdTimeout.String(), "watchdog": interval.String()}).
+				Warn("forwarder.timeout is not below WatchdogSec: a slow answer will count as stuck")
+		}
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	withheld := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		st := d.fwd.Status()
-		status := fmt.Sprintf("STATUS=backlog %d records (%d alarms); %s", d.data.Stats().Records+d.alarms.Stats().Records, d.alarms.Stats().Records, st.String())
-		msg := status
-		if d.alive() {
-			msg += "\n" + daemon.SdNotifyWatchdog
+		msg := "STATUS=" + d.status()
+		if stall > 0 {
+			ok, why := d.alive(stall)
+			switch {
+			case ok:
+				msg += "\n" + daemon.SdNotifyWatchdog
+				if withheld {
+					d.log.Info("pipeline moves again; watchdog pings resumed")
+				}
+			case !withheld:
+				d.log.WithField("reason", why).Error("pipeline stuck; withholding watchdog pings")
+			}
+			if !ok {
+				watchdogWithheld.Inc()
+				msg += "; STUCK: " + why
+			}
+			withheld = !ok
 		}
 		_, _ = daemon.SdNotify(false, msg)
 	}
 }
 
-// alive reports whether the pipeline moves: queues writable, forwarder loop
-// not stuck.
-func (d *daemonState) alive() bool {
-	if d.data.Health() != nil || d.alarms.Health() != nil {
-		return false
+// backlog is "N records (M alarms), oldest AGE".
+func (d *daemonState) backlog() string {
+	ds, as := d.data.Stats(), d.alarms.Stats()
+	s := fmt.Sprintf("%d records (%d alarms)", ds.Records+as.Records, as.Records)
+	oldest := ds.Oldest
+	if !as.Oldest.IsZero() && (oldest.IsZero() || as.Oldest.Before(oldest)) {
+		oldest = as.Oldest
 	}
-	return d.fwd.Status().State != "stopped"
+	if !oldest.IsZero() {
+		s += ", oldest " + time.Since(oldest).Round(time.Second).String()
+	}
+	return s
+}
+
+// status is the one-line STATUS: backlog and the forwarder's state with its
+// last delivery.
+func (d *daemonState) status() string {
+	prefix := "backlog "
+	if d.stopping.Load() {
+		prefix = "stopping: flushing "
+	}
+	return prefix + d.backlog() + "; " + d.fwd.Status().String()
+}
+
+// alive reports whether the pipeline moves (see watchdog), and why not.
+func (d *daemonState) alive(stall time.Duration) (bool, string) {
+	for _, q := range []*queue.Disk{d.data, d.alarms} {
+		if err := q.Health(); err != nil {
+			return false, fmt.Sprintf("queue %s cannot write: %v", filepath.Base(q.Dir()), err)
+		}
+	}
+	if ok, since := d.fwd.Alive(stall); !ok {
+		if d.fwd.Status().State == "stopped" {
+			return false, "forwarder stopped"
+		}
+		return false, fmt.Sprintf("forwarder loop without progress for %s (%s)", since.Round(time.Second), d.fwd.Status().State)
+	}
+	return true, ""
 }
