@@ -2,8 +2,10 @@ package serial
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -118,6 +120,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+var runs atomic.Int64
+
 // run starts the adapter until the test ends and waits for Run to return
 // nil at cleanup.
 func run(t *testing.T, cfg *Config, sink adapters.Sink, env adapters.Env) *Adapter {
@@ -125,7 +129,9 @@ func run(t *testing.T, cfg *Config, sink adapters.Sink, env adapters.Env) *Adapt
 	if env.Log == nil {
 		env.Log = logger(t)
 	}
-	a, err := New("test-"+t.Name(), cfg, env)
+	// A fresh name per run: metric children are per adapter name, and
+	// -count=N runs a test again in the same process.
+	a, err := New(fmt.Sprintf("test-%s-%d", t.Name(), runs.Add(1)), cfg, env)
 	if err != nil {
 		t.Fatal(err)
 	}

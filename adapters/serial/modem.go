@@ -503,3 +503,5 @@ func writeFileSync(path string, b []byte) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+var _ error = (*lengthMismatch)(nil)

@@ -485,4 +485,5 @@ var (
 	_ adapters.Adapter        = (*Adapter)(nil)
 	_ adapters.StatusReporter = (*Adapter)(nil)
 	_ framing.DeadlineReader  = (*portIO)(nil)
+	_ error                   = (*opError)(nil)
 )

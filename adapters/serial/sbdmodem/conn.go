@@ -445,3 +445,9 @@ func (c *Conn) Flush(quiet time.Duration) error {
 		c.takeLines()
 	}
 }
+
+var (
+	_ error = (*CommandError)(nil)
+	_ error = (*ProtocolError)(nil)
+	_ error = (*TimeoutError)(nil)
+)

@@ -350,3 +350,10 @@ func MOStatusText(status int) string {
 	}
 	return "failure (reserved code)"
 }
+
+var (
+	_ error        = (*ChecksumError)(nil)
+	_ error        = (*LengthError)(nil)
+	_ fmt.Stringer = SBDIX{}
+	_ fmt.Stringer = MOClass(0)
+)

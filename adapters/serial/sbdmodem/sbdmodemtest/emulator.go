@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -299,3 +300,7 @@ func (e *Emulator) session(alert bool) string {
 	}
 	return fmt.Sprintf(prefix, 0, e.momsn, 1, e.mtmsn, length, len(e.mailbox))
 }
+
+// The Conn under test and the emulator meet over anything a serial line
+// looks like: a pty, a net.Pipe.
+var _ sbdmodem.Port = net.Conn(nil)
