@@ -26,5 +26,14 @@ test-short:
 demo: build
 	$(GO) run ./scripts/demo
 
+# End-to-end figures on this machine (see internal/bench/run): vigd with a
+# durable queue and signing against a lean counting sink, CSV over TCP.
+# Prints every figure and writes them to bin/bench-results.txt.
+bench:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vigd ./cmd/vigd
+	$(GO) build -o $(BIN)/bench-sink ./internal/bench/sink
+	$(GO) build -o $(BIN)/bench-load ./internal/bench/load
+	$(GO) run ./internal/bench/run -bin $(BIN) -out $(BIN)/bench-results.txt $(BENCHFLAGS)
+
 clean:
 	rm -rf $(BIN) dist
