@@ -9,6 +9,8 @@ import (
 
 	"github.com/vigd/vigd/adapters"
 	"github.com/vigd/vigd/adapters/framing"
+	"github.com/vigd/vigd/adapters/netguard"
+	"github.com/vigd/vigd/internal/tlsconf"
 )
 
 // Identity modes (Config.Identity).
@@ -16,6 +18,7 @@ const (
 	IdentityRemoteAddr = "remote_addr" // the remote IP (the default)
 	IdentityFirstFrame = "first_frame" // the connection's first frame is the device id
 	IdentityPayload    = "payload"     // empty: the decoder finds it in the payload
+	IdentityClientCert = "client_cert" // the common name of the client's TLS certificate
 	identityFixed      = "fixed:"      // "fixed:<id>": one id for every connection
 )
 
@@ -34,10 +37,28 @@ type Config struct {
 	// MaxConnections bounds concurrent connections; extra ones are
 	// accepted and closed at once. Default 256.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP bounds concurrent connections from one remote
+	// address (IPv6: one /64), so that one misbehaving host cannot take
+	// every slot. Devices behind one NAT share an address: raise it for
+	// them. 0 means no per-address limit. Default 32.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// AllowedSources lists IP addresses or CIDR prefixes allowed to
+	// connect; others are closed at once. Empty allows any.
+	AllowedSources []string `yaml:"allowed_sources"`
 	// IdleTimeout closes a connection that sent nothing for that long
 	// (time spent waiting for the queue does not count). 0 never closes.
 	// Default 10m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// FrameTimeout closes a connection whose frame is not complete this
+	// long after the first of its bytes that was read (a client
+	// trickling a byte now and then). 0 never closes. Default 2m.
+	FrameTimeout time.Duration `yaml:"frame_timeout"`
+	// TLS serves TLS when cert_file and key_file are set; with
+	// client_ca_file every client must present a certificate signed by
+	// one of those CAs (mutual TLS).
+	TLS tlsconf.Server `yaml:"tls"`
+	// HandshakeTimeout bounds the TLS handshake. Default 10s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// WriteTimeout bounds writing a reply. Default 10s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// Reply is sent after each frame is durably queued. Empty: no reply.
@@ -52,19 +73,24 @@ type Config struct {
 	// Identity says what Frame.Identity holds: remote_addr (the remote IP,
 	// default), first_frame (the first frame of each connection, trimmed
 	// of white space, is the device id and not data), fixed:<id>, or
-	// payload (empty; the decoder finds the id in the payload).
+	// payload (empty; the decoder finds the id in the payload), or
+	// client_cert (the common name of the client's TLS certificate; needs
+	// tls.client_ca_file).
 	Identity string `yaml:"identity"`
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() *Config {
 	return &Config{
-		Framing:        framing.Config{Type: framing.TypeLine},
-		MaxFrameBytes:  framing.DefaultMaxFrameBytes,
-		MaxConnections: 256,
-		IdleTimeout:    10 * time.Minute,
-		WriteTimeout:   10 * time.Second,
-		Identity:       IdentityRemoteAddr,
+		Framing:             framing.Config{Type: framing.TypeLine},
+		MaxFrameBytes:       framing.DefaultMaxFrameBytes,
+		MaxConnections:      256,
+		MaxConnectionsPerIP: 32,
+		IdleTimeout:         10 * time.Minute,
+		FrameTimeout:        2 * time.Minute,
+		HandshakeTimeout:    10 * time.Second,
+		WriteTimeout:        10 * time.Second,
+		Identity:            IdentityRemoteAddr,
 	}
 }
 
@@ -97,8 +123,26 @@ func (c *Config) Validate() error {
 	if c.MaxConnections < 1 {
 		add("max_connections", "must be at least 1 (got %d)", c.MaxConnections)
 	}
+	if c.MaxConnectionsPerIP < 0 {
+		add("max_connections_per_ip", "must not be negative (0: no per-address limit)")
+	}
+	if _, err := netguard.ParseAllowList(c.AllowedSources); err != nil {
+		add("allowed_sources", "%v", err)
+	}
 	if c.IdleTimeout < 0 {
 		add("idle_timeout", "must not be negative (0 never closes)")
+	}
+	if c.FrameTimeout < 0 {
+		add("frame_timeout", "must not be negative (0 never closes)")
+	}
+	if c.Framing.Type == framing.TypeIdle && c.FrameTimeout > 0 && c.FrameTimeout <= c.Framing.Gap {
+		add("frame_timeout", "must be longer than framing.gap (%s) or 0", c.Framing.Gap)
+	}
+	for _, p := range c.TLS.Check() {
+		add("tls."+p.Field, "%s", p.Msg)
+	}
+	if c.HandshakeTimeout <= 0 {
+		add("handshake_timeout", "must be a positive duration")
 	}
 	if c.Framing.Type == framing.TypeIdle && c.IdleTimeout > 0 && c.IdleTimeout <= c.Framing.Gap {
 		// The connection would close before any frame could end.
@@ -120,12 +164,16 @@ func (c *Config) Validate() error {
 	}
 	switch {
 	case c.Identity == "", c.Identity == IdentityRemoteAddr, c.Identity == IdentityFirstFrame, c.Identity == IdentityPayload:
+	case c.Identity == IdentityClientCert:
+		if c.TLS.ClientCAFile == "" {
+			add("identity", "client_cert needs tls.client_ca_file (client certificates)")
+		}
 	case strings.HasPrefix(c.Identity, identityFixed):
 		if strings.TrimSpace(strings.TrimPrefix(c.Identity, identityFixed)) == "" {
 			add("identity", "fixed: needs an id, e.g. fixed:pump-7")
 		}
 	default:
-		add("identity", "must be remote_addr, first_frame, payload or fixed:<id> (got %q)", c.Identity)
+		add("identity", "must be remote_addr, first_frame, payload, client_cert or fixed:<id> (got %q)", c.Identity)
 	}
 	if c.IdentityReply != "" && c.Identity != IdentityFirstFrame {
 		add("identity_reply", "only applies with identity: first_frame")

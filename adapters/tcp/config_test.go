@@ -12,6 +12,7 @@ import (
 
 	"github.com/vigd/vigd/adapters"
 	"github.com/vigd/vigd/adapters/framing"
+	"github.com/vigd/vigd/internal/tlsconf"
 )
 
 func fields(err error) []string {
@@ -74,6 +75,34 @@ func TestValidate(t *testing.T) {
 		{"unknown identity", func(c *Config) { c.Identity = "imei" }, []string{"identity"}},
 		{"fixed identity without id", func(c *Config) { c.Identity = "fixed: " }, []string{"identity"}},
 		{"identity_reply needs first_frame", func(c *Config) { c.IdentityReply = "hex:01" }, []string{"identity_reply"}},
+		{"network limits", func(c *Config) {
+			c.MaxConnectionsPerIP = -1
+			c.AllowedSources = []string{"10.0.0.0/8", "not-an-ip"}
+			c.FrameTimeout = -time.Second
+			c.HandshakeTimeout = 0
+		}, []string{"allowed_sources", "frame_timeout", "handshake_timeout", "max_connections_per_ip"}},
+		{"frame_timeout not above the idle gap", func(c *Config) {
+			c.Framing = framing.Config{Type: "idle", Gap: time.Second}
+			c.IdleTimeout = 0
+			c.FrameTimeout = time.Second
+		}, []string{"frame_timeout"}},
+		{"tls half set", func(c *Config) {
+			c.TLS = tlsconf.Server{CertFile: "server.pem", ClientCAFile: "ca.pem"}
+		}, []string{"tls.cert_file"}},
+		{"client ca without tls", func(c *Config) {
+			c.TLS = tlsconf.Server{ClientCAFile: "ca.pem"}
+		}, []string{"tls.client_ca_file"}},
+		{"client_cert identity needs client certificates", func(c *Config) {
+			c.TLS = tlsconf.Server{CertFile: "s.pem", KeyFile: "k.pem"}
+			c.Identity = IdentityClientCert
+		}, []string{"identity"}},
+		{"good tls config", func(c *Config) {
+			c.TLS = tlsconf.Server{CertFile: "s.pem", KeyFile: "k.pem", ClientCAFile: "ca.pem"}
+			c.Identity = IdentityClientCert
+			c.AllowedSources = []string{"192.0.2.0/24", "2001:db8::1"}
+			c.MaxConnectionsPerIP = 0
+			c.FrameTimeout = 0
+		}, nil},
 		{"good full config", func(c *Config) {
 			c.Framing = framing.Config{Type: "slip"}
 			c.Identity = "fixed:pump-7"
@@ -114,6 +143,14 @@ reply: "hex:06"
 reply_rejected: ""
 identity: first_frame
 identity_reply: '\x01'
+max_connections_per_ip: 4
+allowed_sources: [10.0.0.0/8]
+frame_timeout: 30s
+handshake_timeout: 5s
+tls:
+  cert_file: /etc/vigd/tls/server.pem
+  key_file: /etc/vigd/tls/server-key.pem
+  client_ca_file: /etc/vigd/tls/devices-ca.pem
 `
 	dec := yaml.NewDecoder(strings.NewReader(src))
 	dec.KnownFields(true)
@@ -126,7 +163,9 @@ identity_reply: '\x01'
 	c := cfg.(*Config)
 	if c.Framing.Type != "length" || c.Framing.LengthBytes != 1 || c.MaxFrameBytes != 1024 ||
 		c.IdleTimeout != 90*time.Second || c.WriteTimeout != 10*time.Second || c.MaxConnections != 256 ||
-		c.ReplyRejected == nil || *c.ReplyRejected != "" {
+		c.ReplyRejected == nil || *c.ReplyRejected != "" || c.MaxConnectionsPerIP != 4 ||
+		len(c.AllowedSources) != 1 || c.FrameTimeout != 30*time.Second || c.HandshakeTimeout != 5*time.Second ||
+		c.TLS.ClientCAFile != "/etc/vigd/tls/devices-ca.pem" {
 		t.Fatalf("decoded %+v", c)
 	}
 	a, err := k.New("dev", cfg, adapters.Env{})

@@ -28,8 +28,8 @@ var (
 	}, "adapter", "kind")
 	refusedTotal = counterVec(prometheus.CounterOpts{
 		Name: "vigd_adapter_connections_refused_total",
-		Help: "Connections closed at once because the adapter had max_connections.",
-	}, "adapter")
+		Help: "Connections closed at once, by reason (max_connections, max_connections_per_ip, not_allowed, tls).",
+	}, "adapter", "reason")
 )
 
 // counterVec registers on the default registry, or reuses the collector
@@ -64,7 +64,7 @@ type metrics struct {
 	frameErrors *prometheus.CounterVec // curried: reason
 	connections prometheus.Gauge
 	bytes       prometheus.Counter
-	refused     prometheus.Counter
+	refused     *prometheus.CounterVec // curried: reason
 }
 
 func newMetrics(name string) metrics {
@@ -73,6 +73,6 @@ func newMetrics(name string) metrics {
 		frameErrors: frameErrorsTotal.MustCurryWith(prometheus.Labels{"adapter": name, "kind": Kind}),
 		connections: connectionsGauge.WithLabelValues(name),
 		bytes:       bytesTotal.WithLabelValues(name, Kind),
-		refused:     refusedTotal.WithLabelValues(name),
+		refused:     refusedTotal.MustCurryWith(prometheus.Labels{"adapter": name}),
 	}
 }

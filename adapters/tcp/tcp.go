@@ -9,13 +9,22 @@
 // reply goes out only when Emit's result is durable (adapters.Durable);
 // after any other error the connection is closed without a reply, so the
 // device sends the frame again later.
+//
+// Against the open network (see tls.go): sources outside allowed_sources
+// are closed at once, connections are bounded in total and per remote
+// address, a TLS handshake has handshake_timeout, a silent connection is
+// closed after idle_timeout and one that trickles a frame after
+// frame_timeout, and a frame over max_frame_bytes is skipped without being
+// buffered.
 package tcp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"strings"
@@ -27,6 +36,7 @@ import (
 
 	"github.com/vigd/vigd/adapters"
 	"github.com/vigd/vigd/adapters/framing"
+	"github.com/vigd/vigd/adapters/netguard"
 )
 
 // Kind is the adapter kind name.
@@ -56,6 +66,10 @@ type Listener struct {
 	replyRejected []byte
 	identityReply []byte
 	fixedID       string
+	allow         netguard.AllowList
+	limiter       *netguard.Limiter
+	tlsConfig     *tls.Config // set by Run when tls is configured
+	warnings      warnLimiter
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -65,7 +79,7 @@ type Listener struct {
 	listening bool
 	conns     map[net.Conn]struct{}
 	closing   bool // Run is shutting down: close new conns at once
-	refusing  bool // in a streak of refused connections (log at warn once)
+	refusing  bool // full: in a streak of max_connections refusals (log at warn once)
 
 	m metrics
 }
@@ -88,8 +102,10 @@ func New(name string, cfg *Config, env adapters.Env) (*Listener, error) {
 		log:     log,
 		ready:   make(chan struct{}),
 		m:       newMetrics(name),
+		limiter: netguard.NewLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP),
 	}
-	l.reply, _ = framing.ParseBytes(cfg.Reply) // checked by Validate
+	l.allow, _ = netguard.ParseAllowList(cfg.AllowedSources) // checked by Validate
+	l.reply, _ = framing.ParseBytes(cfg.Reply)               // checked by Validate
 	l.replyRejected = l.reply
 	if cfg.ReplyRejected != nil {
 		l.replyRejected, _ = framing.ParseBytes(*cfg.ReplyRejected)
@@ -125,6 +141,11 @@ func (l *Listener) Status() adapters.Status {
 // Run listens and serves until ctx is cancelled; it returns an error only
 // when it cannot listen.
 func (l *Listener) Run(ctx context.Context, sink adapters.Sink) error {
+	tc, err := l.loadTLS()
+	if err != nil {
+		return err
+	}
+	l.tlsConfig = tc
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", l.cfg.Listen)
 	if err != nil {
@@ -135,7 +156,8 @@ func (l *Listener) Run(ctx context.Context, sink adapters.Sink) error {
 	l.conns = map[net.Conn]struct{}{}
 	l.mu.Unlock()
 	l.readyOnce.Do(func() { close(l.ready) })
-	l.log.WithField("listen", ln.Addr().String()).Info("listening")
+	l.log.WithFields(logrus.Fields{"listen": ln.Addr().String(), "tls": tc != nil,
+		"client_certificates": tc != nil && tc.ClientAuth == tls.RequireAndVerifyClientCert}).Info("listening")
 
 	var wg sync.WaitGroup
 	stopped := make(chan struct{})
@@ -176,10 +198,14 @@ func (l *Listener) Run(ctx context.Context, sink adapters.Sink) error {
 			continue
 		}
 		backoff.Reset()
-		if !l.admit(c) {
+		release, ok := l.admit(c)
+		if !ok {
 			continue
 		}
-		wg.Go(func() { l.serve(ctx, c, sink) })
+		wg.Go(func() {
+			defer release()
+			l.serve(ctx, c, sink)
+		})
 	}
 	close(stopped)
 	wg.Wait()
@@ -190,26 +216,25 @@ func (l *Listener) Run(ctx context.Context, sink adapters.Sink) error {
 	return nil
 }
 
-// admit registers a new connection, or closes it when there are already
-// max_connections.
-func (l *Listener) admit(c net.Conn) bool {
+// admit registers a new connection, or closes it at once when its source
+// is not allowed or a connection limit is reached. release gives the
+// limiter slot back.
+func (l *Listener) admit(c net.Conn) (release func(), ok bool) {
+	if !l.allow.Allows(c.RemoteAddr()) {
+		l.refuse(c, netguard.RefusedNotAllowed)
+		return nil, false
+	}
+	release, why := l.limiter.Acquire(c.RemoteAddr())
+	if why != "" {
+		l.refuse(c, why)
+		return nil, false
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closing {
 		_ = c.Close()
-		return false
-	}
-	if len(l.conns) >= l.cfg.MaxConnections {
-		l.m.refused.Inc() // before the close, which the peer sees at once
-		_ = c.Close()
-		entry := l.log.WithFields(logrus.Fields{"source": c.RemoteAddr().String(), "max_connections": l.cfg.MaxConnections})
-		if !l.refusing {
-			entry.Warn("too many connections; refusing")
-			l.refusing = true
-		} else {
-			entry.Debug("too many connections; refusing")
-		}
-		return false
+		release()
+		return nil, false
 	}
 	if l.refusing {
 		l.log.WithField("count", len(l.conns)).Info("accepting connections again")
@@ -217,7 +242,36 @@ func (l *Listener) admit(c net.Conn) bool {
 	}
 	l.conns[c] = struct{}{}
 	l.m.connections.Inc()
-	return true
+	return release, true
+}
+
+// refuse closes a connection that may not be served, counts it and logs
+// it: at warn at the start of a streak (and then at most every
+// warnEvery), else at debug, so that a flood does not flood the journal.
+func (l *Listener) refuse(c net.Conn, reason string) {
+	l.m.refused.WithLabelValues(reason).Inc() // before the close, which the peer sees at once
+	_ = c.Close()
+	entry := l.log.WithFields(logrus.Fields{"source": c.RemoteAddr().String(), "reason": reason})
+	if reason == netguard.RefusedTotal {
+		entry = entry.WithField("max_connections", l.cfg.MaxConnections)
+	} else if reason == netguard.RefusedPerIP {
+		entry = entry.WithField("max_connections_per_ip", l.cfg.MaxConnectionsPerIP)
+	}
+	// A full listener is one condition with a start and an end (logged
+	// again at info when a connection is accepted); refusals of single
+	// sources are only rate-limited.
+	first := false
+	if reason == netguard.RefusedTotal {
+		l.mu.Lock()
+		first = !l.refusing
+		l.refusing = true
+		l.mu.Unlock()
+	}
+	if first || l.warnings.allow() {
+		entry.Warn("connection refused")
+	} else {
+		entry.Debug("connection refused")
+	}
 }
 
 func (l *Listener) release(c net.Conn) {
@@ -236,8 +290,20 @@ func (l *Listener) serve(ctx context.Context, c net.Conn, sink adapters.Sink) {
 	_, localPort, _ := net.SplitHostPort(c.LocalAddr().String())
 	log := l.log.WithField("source", remote)
 	log.Debug("connection opened")
+	meta := map[string]string{"remote_addr": remote, "local_port": localPort}
 
-	rd := &connReader{c: c, idle: l.cfg.IdleTimeout, bytes: l.m.bytes}
+	clientCN := ""
+	if l.tlsConfig != nil {
+		tc, cn, ok := l.handshake(ctx, c, log)
+		if !ok {
+			return
+		}
+		c, clientCN = tc, cn
+		if cn != "" {
+			meta["tls_client_cn"] = cn
+		}
+	}
+	rd := &connReader{c: c, idle: l.cfg.IdleTimeout, frame: l.cfg.FrameTimeout, bytes: l.m.bytes}
 	fr, err := framing.New(l.framing, rd)
 	if err != nil {
 		log.WithError(err).Error("framing setup failed") // unreachable after Validate
@@ -250,12 +316,15 @@ func (l *Listener) serve(ctx context.Context, c net.Conn, sink adapters.Sink) {
 		identity = ""
 	case l.cfg.Identity == IdentityFirstFrame:
 		identity, needIdentity = "", true
+	case l.cfg.Identity == IdentityClientCert:
+		identity = clientCN
 	case l.fixedID != "":
 		identity = l.fixedID
 	}
 
 	for {
 		fm, err := fr.Next()
+		rd.frameDone()
 		if err != nil {
 			var fe *framing.FrameError
 			if errors.As(err, &fe) {
@@ -273,6 +342,9 @@ func (l *Listener) serve(ctx context.Context, c net.Conn, sink adapters.Sink) {
 				log.Debug("connection closed by peer")
 			case errors.Is(err, errIdle):
 				log.WithField("idle_timeout", l.cfg.IdleTimeout.String()).Debug("idle connection closed")
+			case errors.Is(err, errFrameTimeout):
+				l.m.frameErrors.WithLabelValues("frame_timeout").Inc()
+				log.WithField("frame_timeout", l.cfg.FrameTimeout.String()).Debug("frame not complete in time; connection closed")
 			default:
 				log.WithError(err).Debug("connection read failed")
 			}
@@ -301,7 +373,7 @@ func (l *Listener) serve(ctx context.Context, c net.Conn, sink adapters.Sink) {
 			Received: time.Now().UTC(),
 			Payload:  fm.Data,
 			Identity: identity,
-			Meta:     map[string]string{"remote_addr": remote, "local_port": localPort},
+			Meta:     maps.Clone(meta),
 		}
 		log.WithFields(logrus.Fields{"offset": fm.Offset, "bytes": len(fm.Data)}).Trace("frame received")
 		err = sink.Emit(ctx, f)
@@ -338,20 +410,28 @@ func (l *Listener) write(c net.Conn, p []byte, log *logrus.Entry) bool {
 	return true
 }
 
-// errIdle ends a connection that sent nothing for idle_timeout. It is not
-// a timeout error on purpose: the idle framing takes those as frame ends.
-var errIdle = errors.New("idle timeout")
+// errIdle ends a connection that sent nothing for idle_timeout, and
+// errFrameTimeout one whose frame took longer than frame_timeout. They are
+// not timeout errors on purpose: the idle framing takes those as frame
+// ends.
+var (
+	errIdle         = errors.New("idle timeout")
+	errFrameTimeout = errors.New("frame timeout")
+)
 
 // connReader is the framer's view of a connection: each Read may wait
-// idle_timeout at most, and a read deadline the framer sets (the idle
+// idle_timeout at most, a frame must be complete within frame_timeout of
+// its first byte read, and a read deadline the framer sets (the idle
 // framing's gap) is honoured alongside.
 type connReader struct {
-	c      net.Conn
-	idle   time.Duration
-	gapAt  time.Time // the framer's deadline
-	set    time.Time // deadline currently on the conn
-	bytes  prometheus.Counter
-	primed bool
+	c       net.Conn
+	idle    time.Duration
+	frame   time.Duration
+	gapAt   time.Time // the framer's deadline
+	frameAt time.Time // the current frame's deadline; zero between frames
+	set     time.Time // deadline currently on the conn
+	bytes   prometheus.Counter
+	primed  bool
 }
 
 func (r *connReader) SetReadDeadline(t time.Time) error {
@@ -359,14 +439,21 @@ func (r *connReader) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
+// frameDone says the framer delivered (or dropped) a frame: the next byte
+// read starts the next frame's clock. Bytes of the next frame the framer
+// already holds are covered by idle_timeout until more arrive.
+func (r *connReader) frameDone() { r.frameAt = time.Time{} }
+
 func (r *connReader) Read(p []byte) (int, error) {
 	var idleAt time.Time
 	if r.idle > 0 {
 		idleAt = time.Now().Add(r.idle)
 	}
 	dl := idleAt
-	if !r.gapAt.IsZero() && (dl.IsZero() || r.gapAt.Before(dl)) {
-		dl = r.gapAt
+	for _, t := range []time.Time{r.gapAt, r.frameAt} {
+		if !t.IsZero() && (dl.IsZero() || t.Before(dl)) {
+			dl = t
+		}
 	}
 	if !r.primed || !dl.Equal(r.set) {
 		if err := r.c.SetReadDeadline(dl); err != nil {
@@ -377,10 +464,17 @@ func (r *connReader) Read(p []byte) (int, error) {
 	n, err := r.c.Read(p)
 	if n > 0 {
 		r.bytes.Add(float64(n))
+		if r.frame > 0 && r.frameAt.IsZero() {
+			r.frameAt = time.Now().Add(r.frame)
+		}
 	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		if !r.gapAt.IsZero() && !time.Now().Before(r.gapAt) {
+		now := time.Now()
+		if !r.gapAt.IsZero() && !now.Before(r.gapAt) {
 			return n, err // the framer's own deadline
+		}
+		if !r.frameAt.IsZero() && !now.Before(r.frameAt) {
+			return n, errFrameTimeout
 		}
 		if !idleAt.IsZero() {
 			return n, errIdle

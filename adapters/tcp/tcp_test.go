@@ -302,11 +302,11 @@ func TestMaxConnections(t *testing.T) {
 	if n := value(connectionsGauge.WithLabelValues(l.name)); n != 2 {
 		t.Fatalf("connections gauge %v", n)
 	}
-	refusedBefore := value(refusedTotal.WithLabelValues(l.name))
+	refusedBefore := value(refusedTotal.WithLabelValues(l.name, "max_connections"))
 	c3 := dial(t, addr)
 	write(t, c3, "refused\n")
 	expectClosed(t, c3)
-	if n := value(refusedTotal.WithLabelValues(l.name)) - refusedBefore; n != 1 {
+	if n := value(refusedTotal.WithLabelValues(l.name, "max_connections")) - refusedBefore; n != 1 {
 		t.Fatalf("refused counted %v", n)
 	}
 	c1.Close()
