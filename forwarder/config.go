@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vigd/vigd/forwarder/signer"
+	"github.com/vigd/vigd/internal/tlsconf"
 )
 
 // Duration is a time.Duration written as a string in YAML ("30s", "1m30s").
@@ -86,6 +87,13 @@ type Config struct {
 	RequestsPerSecond float64       `yaml:"requests_per_second"`
 	Retry             Retry         `yaml:"retry"`
 	Signing           signer.Config `yaml:"signing"`
+	// TLS verifies the eventstore (system roots, or ca_file) and may
+	// present a client certificate; insecure_skip_verify turns
+	// verification off and is logged as a warning at every start.
+	TLS tlsconf.Client `yaml:"tls"`
+	// Proxy is "" (HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the
+	// environment), "none" (direct) or a proxy URL.
+	Proxy string `yaml:"proxy"`
 }
 
 // Default endpoint paths (contract v2-eventstore.md).
@@ -198,6 +206,7 @@ func (c Config) Validate() error {
 	} else if c.Retry.Max != 0 && c.Retry.Min > c.Retry.Max {
 		add("retry.max", "must be at least retry.min (%s)", c.Retry.Min)
 	}
+	errs = append(errs, c.checkTransport()...)
 	if err := c.Signing.Validate(); err != nil {
 		for _, e := range unjoin(err) {
 			msg := strings.TrimPrefix(e.Error(), signer.ErrConfig.Error()+": ")

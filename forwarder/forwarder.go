@@ -200,9 +200,18 @@ func New(cfg Config, deps Deps) (*Forwarder, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
-		// An own transport, so that Run can close its idle connections on
-		// the way out (a server shutting down waits for them).
-		base := http.DefaultTransport.(*http.Transport).Clone()
+		// An own transport (transport.go), so that Run can close its idle
+		// connections on the way out (a server shutting down waits for
+		// them).
+		base, err := newTransport(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		if cfg.TLS.InsecureSkipVerify {
+			f.log.Warn("tls.insecure_skip_verify is set: the eventstore's certificate is not verified")
+		}
+		f.log.WithFields(logrus.Fields{"proxy": redactedProxy(cfg.Proxy), "tls_ca_file": cfg.TLS.CAFile,
+			"tls_client_certificate": cfg.TLS.CertFile != ""}).Debug("http transport")
 		f.closeIdle = base.CloseIdleConnections
 		f.client = &http.Client{Transport: &signer.Transport{
 			Base:      base,
