@@ -126,7 +126,10 @@ type simProc struct {
 // the secret in secretFile. extra are more flags (-rate 0, -fault …).
 func startSim(t testing.TB, dir, secretFile string, extra ...string) *simProc {
 	t.Helper()
-	bin := testpeers.Binary(t, "eventstore-sim")
+	bin := os.Getenv("VIGD_E2E_SIM") // a prebuilt eventstore-sim instead of ./cmd/eventstore-sim
+	if bin == "" {
+		bin = testpeers.Binary(t, "eventstore-sim")
+	}
 	s := &simProc{dir: filepath.Join(dir, "sim"), logPath: filepath.Join(dir, "sim.log")}
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -202,6 +205,7 @@ func (s *simProc) requests(t testing.TB, since int64) []sim.RequestLog {
 type simRec struct {
 	SimSeq     int64  // the simulator's arrival order, per kind
 	DeviceID   string // the batch's deviceId
+	Datastream string // observations: the datastream's sensusID
 	BatchID    string
 	AlarmID    string
 	ReceivedAt string
@@ -263,6 +267,7 @@ func parseRec(line []byte, r *simRec) error {
 	}
 	r.DeviceID = strField(head, `"deviceId":"`)
 	r.BatchID = strField(head, `"batchId":"`)
+	r.Datastream = strField(head, `"datastream":"`)
 	r.AlarmID = strField(head, `"alarmId":"`)
 	r.ReceivedAt = strField(head, `"receivedAt":"`)
 	if n, ok := numField(rec, `"parameters":{"seq":`); ok {
@@ -464,7 +469,11 @@ func newEnv(t testing.TB, simFlags []string, tweak func(*vigdConf)) *env {
 	if tweak != nil {
 		tweak(&conf)
 	}
-	e.vigd = &vigdProc{t: t, bin: testpeers.Binary(t, "vigd"), conf: conf,
+	bin := os.Getenv("VIGD_E2E_VIGD") // a prebuilt vigd (say, one with pprof) instead of ./cmd/vigd
+	if bin == "" {
+		bin = testpeers.Binary(t, "vigd")
+	}
+	e.vigd = &vigdProc{t: t, bin: bin, conf: conf,
 		cfgPath: filepath.Join(dir, "vigd.yaml"), logPath: filepath.Join(dir, "vigd.log")}
 	e.vigd.writeConfig()
 	t.Cleanup(func() { e.vigd.shutdown() })
@@ -646,6 +655,7 @@ type rssSampler struct {
 	samples atomic.Int64
 	stop    chan struct{}
 	done    chan struct{}
+	once    sync.Once
 }
 
 func sampleRSS(pid func() int) *rssSampler {
@@ -675,9 +685,26 @@ func sampleRSS(pid func() int) *rssSampler {
 
 // finish stops sampling and returns the peak in MiB.
 func (s *rssSampler) finish() float64 {
-	close(s.stop)
+	s.once.Do(func() { close(s.stop) })
 	<-s.done
 	return float64(s.peak.Load()) / 1024
+}
+
+// cpuSeconds is the user+system CPU time a process has used so far.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) in ")".
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
 }
 
 func vmRSS(pid int) int64 {
