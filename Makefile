@@ -35,5 +35,12 @@ bench:
 	$(GO) build -o $(BIN)/bench-load ./internal/bench/load
 	$(GO) run ./internal/bench/run -bin $(BIN) -out $(BIN)/bench-results.txt $(BENCHFLAGS)
 
+# The long end-to-end runs (internal/e2e, the real binaries): 200 SIGKILLs
+# of vigd while devices stream and the backlog drains, and 1,000,000
+# records queued while the simulator is down, then drained. Prints every
+# figure. VIGD_E2E_KILLS=N sets the number of kills.
+soak:
+	VIGD_SOAK=1 $(GO) test -count=1 -v -timeout 90m -run 'TestKillNineLosesNothing|TestOutageDrain1M' ./internal/e2e/
+
 clean:
 	rm -rf $(BIN) dist
