@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -167,6 +169,15 @@ func (h *health) handler() http.Handler {
 		}
 		fmt.Fprint(w, body)
 	})
+	if os.Getenv("VIGD_PPROF") == "1" {
+		// Opt-in profiling for `make bench` and field diagnosis: off by
+		// default, and only ever on the local endpoint.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
