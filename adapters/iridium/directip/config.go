@@ -3,12 +3,11 @@ package directip
 import (
 	"errors"
 	"net"
-	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/vigd/vigd/adapters"
 	"github.com/vigd/vigd/adapters/iridium"
+	"github.com/vigd/vigd/adapters/netguard"
 )
 
 // Kind is the adapter kind name in the configuration.
@@ -33,6 +32,12 @@ type Config struct {
 	// beyond that the adapter stops accepting (the gateway retries).
 	// Default 64.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP bounds connections from one remote address
+	// (IPv6: one /64). The Iridium gateway opens many connections from a
+	// few addresses, so keep it well above what the gateway needs; 0 (the
+	// default) means no per-address limit — allowed_sources is the real
+	// protection.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	// AllowedSources lists IP addresses or CIDR prefixes allowed to connect
 	// (the Iridium gateway's addresses). Empty allows any.
 	AllowedSources []string `yaml:"allowed_sources"`
@@ -74,27 +79,13 @@ func (c *Config) Validate() error {
 	if c.DedupSize < 1 {
 		errs = append(errs, adapters.Errorf("dedup_size", "must be at least 1"))
 	}
-	if _, err := c.prefixes(); err != nil {
-		errs = append(errs, err)
+	if c.MaxConnectionsPerIP < 0 {
+		errs = append(errs, adapters.Errorf("max_connections_per_ip", "must not be negative (0: no per-address limit)"))
+	}
+	if _, err := netguard.ParseAllowList(c.AllowedSources); err != nil {
+		errs = append(errs, adapters.Errorf("allowed_sources", "%v", err))
 	}
 	return errors.Join(errs...)
-}
-
-func (c *Config) prefixes() ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range c.AllowedSources {
-		s = strings.TrimSpace(s)
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, adapters.Errorf("allowed_sources", "%q is neither an IP address nor a CIDR prefix", s)
-		}
-		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-	}
-	return out, nil
 }
 
 func init() {

@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -38,6 +37,7 @@ import (
 
 	"github.com/vigd/vigd/adapters"
 	"github.com/vigd/vigd/adapters/iridium"
+	"github.com/vigd/vigd/adapters/netguard"
 )
 
 // trailingWait is how long the adapter listens for bytes past the declared
@@ -53,7 +53,8 @@ const maxTrailing = 64 << 10
 type Listener struct {
 	name     string
 	cfg      Config
-	allow    []netip.Prefix
+	allow    netguard.AllowList
+	perIP    *netguard.Limiter
 	log      *logrus.Entry
 	stateDir string
 	metrics  *iridium.Metrics
@@ -69,7 +70,7 @@ func New(name string, cfg *Config, env adapters.Env) (*Listener, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	allow, _ := cfg.prefixes()
+	allow, _ := netguard.ParseAllowList(cfg.AllowedSources) // checked by Validate
 	log := env.Log
 	if log == nil {
 		log = logrus.NewEntry(logrus.StandardLogger()).WithFields(logrus.Fields{"component": "adapter", "name": name, "kind": Kind})
@@ -78,6 +79,7 @@ func New(name string, cfg *Config, env adapters.Env) (*Listener, error) {
 		name:      name,
 		cfg:       *cfg,
 		allow:     allow,
+		perIP:     netguard.NewLimiter(0, cfg.MaxConnectionsPerIP),
 		log:       log,
 		stateDir:  env.StateDir,
 		metrics:   iridium.NewMetrics(name, Kind),
@@ -190,23 +192,6 @@ func (l *Listener) openDedup() (*iridium.Dedup, error) {
 	return iridium.OpenDedup(filepath.Join(l.stateDir, iridium.DedupFile), l.cfg.DedupSize)
 }
 
-func (l *Listener) allowed(addr net.Addr) bool {
-	if len(l.allow) == 0 {
-		return true
-	}
-	ap, err := netip.ParseAddrPort(addr.String())
-	if err != nil {
-		return false
-	}
-	ip := ap.Addr().Unmap()
-	for _, p := range l.allow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
 // serve handles one gateway connection: one message, then the confirmation.
 func (l *Listener) serve(ctx context.Context, conn net.Conn, sink adapters.Sink, dedup *iridium.Dedup) {
 	defer conn.Close()
@@ -216,11 +201,18 @@ func (l *Listener) serve(ctx context.Context, conn net.Conn, sink adapters.Sink,
 
 	source := conn.RemoteAddr().String()
 	log := l.log.WithField("source", source)
-	if !l.allowed(conn.RemoteAddr()) {
+	if !l.allow.Allows(conn.RemoteAddr()) {
 		l.metrics.Error("source")
 		log.Warn("connection from a source not allowed")
 		return
 	}
+	release, why := l.perIP.Acquire(conn.RemoteAddr())
+	if why != "" {
+		l.metrics.Error(why)
+		log.WithField("max_connections_per_ip", l.cfg.MaxConnectionsPerIP).Debug("too many connections from one address; closed")
+		return
+	}
+	defer release()
 	log.Debug("directip connection")
 
 	if err := conn.SetReadDeadline(time.Now().Add(l.cfg.ReadTimeout)); err != nil {

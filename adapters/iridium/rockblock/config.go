@@ -8,6 +8,7 @@ import (
 
 	"github.com/vigd/vigd/adapters"
 	"github.com/vigd/vigd/adapters/iridium"
+	"github.com/vigd/vigd/adapters/netguard"
 )
 
 // Kind is the adapter kind name in the configuration.
@@ -34,6 +35,13 @@ type Config struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// ReadTimeout bounds reading a request (headers and body). Default 10s.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// AllowedSources lists IP addresses or CIDR prefixes allowed to
+	// connect (RockBLOCK's servers, or the reverse proxy); others are
+	// closed at once. Empty allows any.
+	AllowedSources []string `yaml:"allowed_sources"`
+	// MaxConnections bounds concurrent connections; more are closed at
+	// once. Default 128.
+	MaxConnections int `yaml:"max_connections"`
 	// TLS serves HTTPS when both files are set (else plain HTTP, e.g.
 	// behind a reverse proxy).
 	TLS TLSConfig `yaml:"tls"`
@@ -55,13 +63,14 @@ type TLSConfig struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() *Config {
 	return &Config{
-		Listen:       ":8090",
-		Path:         "/rockblock",
-		RequireJWT:   true,
-		JWTIssuer:    "Rock 7",
-		MaxBodyBytes: 64 << 10,
-		ReadTimeout:  10 * time.Second,
-		DedupSize:    iridium.DefaultDedupSize,
+		Listen:         ":8090",
+		Path:           "/rockblock",
+		RequireJWT:     true,
+		JWTIssuer:      "Rock 7",
+		MaxBodyBytes:   64 << 10,
+		ReadTimeout:    10 * time.Second,
+		MaxConnections: 128,
+		DedupSize:      iridium.DefaultDedupSize,
 	}
 }
 
@@ -88,6 +97,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DedupSize < 1 {
 		errs = append(errs, adapters.Errorf("dedup_size", "must be at least 1"))
+	}
+	if _, err := netguard.ParseAllowList(c.AllowedSources); err != nil {
+		errs = append(errs, adapters.Errorf("allowed_sources", "%v", err))
+	}
+	if c.MaxConnections < 1 {
+		errs = append(errs, adapters.Errorf("max_connections", "must be at least 1"))
 	}
 	return errors.Join(errs...)
 }

@@ -43,7 +43,12 @@ import (
 
 	"github.com/vigd/vigd/adapters"
 	"github.com/vigd/vigd/adapters/iridium"
+	"github.com/vigd/vigd/adapters/netguard"
 )
+
+// maxHeaderBytes bounds a request's header block (net/http's default is
+// 1 MiB; a webhook post needs a few hundred bytes).
+const maxHeaderBytes = 16 << 10
 
 // ReplyBudget is how long RockBLOCK waits for the 200 before it counts the
 // delivery as failed.
@@ -159,6 +164,12 @@ func (w *Webhook) Run(ctx context.Context, sink adapters.Sink) error {
 		w.setStatus(false, err.Error())
 		return fmt.Errorf("rockblock: listen %s: %w", w.cfg.Listen, err)
 	}
+	allow, _ := netguard.ParseAllowList(w.cfg.AllowedSources) // checked by Validate
+	ln = &netguard.Listener{Listener: ln, Allow: allow, Limiter: netguard.NewLimiter(w.cfg.MaxConnections, 0),
+		OnRefuse: func(remote net.Addr, reason string) {
+			w.metrics.Error(reason)
+			w.log.WithFields(logrus.Fields{"source": remote.String(), "reason": reason}).Debug("connection refused")
+		}}
 	mux := http.NewServeMux()
 	mux.Handle(w.cfg.Path, &handler{w: w, ctx: ctx, sink: sink, key: key, dedup: dedup})
 	srv := &http.Server{
@@ -166,6 +177,7 @@ func (w *Webhook) Run(ctx context.Context, sink adapters.Sink) error {
 		ReadHeaderTimeout: w.cfg.ReadTimeout,
 		ReadTimeout:       w.cfg.ReadTimeout,
 		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    maxHeaderBytes,
 	}
 	w.mu.Lock()
 	w.addr = ln.Addr()
