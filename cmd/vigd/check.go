@@ -10,6 +10,7 @@ import (
 	"github.com/vigd/vigd/decoders"
 	"github.com/vigd/vigd/devices"
 	"github.com/vigd/vigd/internal/config"
+	"github.com/vigd/vigd/internal/secretfiles"
 )
 
 // configErrors prints every problem, one per line, and is errConfig.
@@ -142,6 +143,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	l, err := loadAll(*path)
 	if err != nil {
 		return err
+	}
+	// Warnings, not errors: the config works, but a secret is exposed.
+	for _, f := range secretfiles.Check(l.cfg) {
+		fmt.Fprintf(stderr, "warning: %s\n", f)
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d adapters, %d decoders, %d device identities)\n",
 		*path, len(l.cfg.Adapters), len(l.decoders.Names()), l.devices.Len())

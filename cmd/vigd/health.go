@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -181,13 +184,23 @@ func (h *health) handler() http.Handler {
 	return mux
 }
 
-// serve runs the endpoint until ctx ends.
-func (h *health) serve(ctx context.Context, addr string) (net.Addr, <-chan error, error) {
+// serve runs the endpoint until ctx ends, over HTTPS when tc is not nil.
+func (h *health) serve(ctx context.Context, addr string, tc *tls.Config) (net.Addr, <-chan error, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("http listen %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h.handler(), ReadHeaderTimeout: 5 * time.Second}
+	if tc != nil {
+		l = tls.NewListener(l, tc)
+	}
+	// Timeouts and a small header limit: the endpoint may be reachable
+	// from the network, and a stalled scraper must not hold it.
+	srv := &http.Server{Handler: h.handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
+		// net/http would print failed handshakes (port scanners, scrapers
+		// without a certificate) outside the daemon's log format; the
+		// scraper reports its own failure.
+		ErrorLog: log.New(io.Discard, "", 0)}
 	done := make(chan error, 1)
 	go func() {
 		err := srv.Serve(l)

@@ -23,6 +23,8 @@ import (
 	"github.com/vigd/vigd/forwarder/queue"
 	"github.com/vigd/vigd/internal/config"
 	"github.com/vigd/vigd/internal/pipeline"
+	"github.com/vigd/vigd/internal/secretfiles"
+	"github.com/vigd/vigd/internal/tlsconf"
 )
 
 func cmdRun(args []string, stderr io.Writer) error {
@@ -74,6 +76,10 @@ func Run(ctx context.Context, path string, logOut io.Writer) error {
 	lg := newLogs(cfg.Log, logOut)
 	d := &daemonState{path: path, logs: lg, log: lg.entry("daemon", nil), health: newHealth(), running: map[string]*runningAdapter{}}
 	d.log.WithFields(logrus.Fields{"version": version, "config": path}).Info("starting")
+	for _, f := range secretfiles.Check(cfg) {
+		d.log.WithFields(logrus.Fields{"file": f.File, "key": f.Key, "mode": fmt.Sprintf("%04o", f.Mode.Perm())}).
+			Warn("secret file readable by every user; chmod o-r it")
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
@@ -104,11 +110,17 @@ func Run(ctx context.Context, path string, logOut io.Writer) error {
 	defer cancel()
 	var bg sync.WaitGroup
 	if cfg.HTTP.Listen != "" {
-		addr, _, err := d.health.serve(ctx, cfg.HTTP.Listen)
+		tc, err := cfg.HTTP.TLS.Load(tlsconf.Options{OnReloadError: func(err error) {
+			d.log.WithError(err).Error("renewed http.tls certificate not loaded; serving the previous one")
+		}})
+		if err != nil {
+			return fmt.Errorf("http.tls: %w", err)
+		}
+		addr, _, err := d.health.serve(ctx, cfg.HTTP.Listen, tc)
 		if err != nil {
 			return err
 		}
-		d.log.WithField("address", addr.String()).Info("http endpoint listening")
+		d.log.WithFields(logrus.Fields{"address": addr.String(), "tls": tc != nil}).Info("http endpoint listening")
 	}
 	d.addStoreChecks()
 	current.Store(d.health)

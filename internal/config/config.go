@@ -14,6 +14,7 @@ import (
 
 	"github.com/vigd/vigd/adapters"
 	"github.com/vigd/vigd/forwarder"
+	"github.com/vigd/vigd/internal/tlsconf"
 )
 
 // Config is the whole of vigd.yaml. configs/vigd.example.yaml documents
@@ -50,6 +51,9 @@ type Log struct {
 // HTTP is the local endpoint for /metrics, /healthz and /readyz.
 type HTTP struct {
 	Listen string `yaml:"listen"` // "" turns it off
+	// TLS serves the endpoint over HTTPS when cert_file and key_file are
+	// set; client_ca_file makes scrapers present a certificate.
+	TLS tlsconf.Server `yaml:"tls"`
 }
 
 // Devices is the device registry.
@@ -330,6 +334,9 @@ func (c *Config) validate(doc *yaml.Node, es *Errors) {
 			es.Add(at("http.listen"), "http.listen", "must be host:port (%v)", err)
 		}
 	}
+	for _, p := range c.HTTP.TLS.Check() {
+		es.Add(at("http.tls."+p.Field), "http.tls."+p.Field, "%s", p.Msg)
+	}
 	if !oneOf(c.Devices.Unknown, "accept", "deadletter") {
 		es.Add(at("devices.unknown"), "devices.unknown", "must be accept or deadletter (got %q)", c.Devices.Unknown)
 	}
@@ -391,6 +398,10 @@ func (c *Config) resolvePaths() {
 	c.DataDir = abs(c.DataDir)
 	c.Devices.File = abs(c.Devices.File)
 	c.Forwarder.SecretFile = abs(c.Forwarder.SecretFile)
+	for _, p := range []*string{&c.Forwarder.TLS.CAFile, &c.Forwarder.TLS.CertFile, &c.Forwarder.TLS.KeyFile,
+		&c.HTTP.TLS.CertFile, &c.HTTP.TLS.KeyFile, &c.HTTP.TLS.ClientCAFile} {
+		*p = abs(*p)
+	}
 	for i := range c.Decoders {
 		c.Decoders[i] = abs(c.Decoders[i])
 	}
