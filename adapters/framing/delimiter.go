@@ -154,6 +154,44 @@ func (d *delimFramer) Next() (Frame, error) {
 	}
 }
 
+// Ready implements Buffered: it runs Next's search over the unread bytes
+// without consuming them.
+func (d *delimFramer) Ready() bool {
+	s := d.src
+	if s.err != nil {
+		return true // Next returns it, or the last frame before EOF
+	}
+	p := s.data()
+	from := d.rescanFrom()
+	skipLF, discarding := d.skipLF, d.discarding
+	for {
+		if skipLF && len(p) > 0 {
+			skipLF = false
+			if p[0] == '\n' {
+				p, from = p[1:], 0
+				continue
+			}
+		}
+		i, tl := d.find(p, from)
+		if i < 0 {
+			// Nothing ends here: only an over-long frame is news.
+			return !discarding && len(p) >= d.limit
+		}
+		n := i
+		if d.stripCR && n > 0 && p[n-1] == '\r' {
+			n--
+		}
+		if !discarding && n > 0 {
+			return true // a frame, or a too-long error
+		}
+		if d.anyEOL && p[i] == '\r' {
+			skipLF = true
+		}
+		discarding = false
+		p, from = p[i+tl:], 0
+	}
+}
+
 // atEOF ends the stream: unterminated data left over is a last frame (a
 // file or a logger that closes after its last line).
 func (d *delimFramer) atEOF() (Frame, error) {

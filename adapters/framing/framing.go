@@ -232,6 +232,16 @@ type Framer interface {
 	Next() (Frame, error)
 }
 
+// Buffered is implemented by framers that can tell, without reading,
+// whether Next has something in hand. The tcp adapter uses it to hand every
+// frame one read brought to the sink at once (one fsync for all of them),
+// without ever waiting for more bytes while it holds frames back.
+type Buffered interface {
+	// Ready reports whether the next call to Next returns (a frame, a
+	// FrameError or the source's error) without reading from the source.
+	Ready() bool
+}
+
 // Reasons in FrameError.Reason (also used as metric labels).
 const (
 	ReasonTooLong   = "too_long"   // over MaxFrameBytes; skipped to the next boundary

@@ -17,7 +17,14 @@ type source struct {
 	// err is a read error that came with data; it is returned by the next
 	// fill. Terminal errors (anything but a timeout) stay here for good.
 	err error
+	// grow is set when a read filled all the free space: the source has
+	// more waiting, and a larger buffer takes it in fewer reads (and lets
+	// the tcp adapter queue more frames per fsync).
+	grow bool
 }
+
+// growMax bounds how far a busy stream's buffer grows.
+const growMax = 64 << 10
 
 func newSource(r io.Reader, size int) *source {
 	return &source{r: r, buf: make([]byte, size)}
@@ -46,6 +53,12 @@ func (s *source) fill(need int) error {
 		}
 		return err
 	}
+	if s.grow && len(s.buf) < growMax {
+		nb := make([]byte, min(2*len(s.buf), growMax))
+		s.end = copy(nb, s.buf[s.start:s.end])
+		s.start, s.buf = 0, nb
+	}
+	s.grow = false
 	if s.end == len(s.buf) {
 		n := s.end - s.start
 		if s.start > 0 && n < len(s.buf) {
@@ -65,11 +78,13 @@ func (s *source) fill(need int) error {
 		s.start, s.end = 0, n
 	}
 	for range 100 {
+		free := len(s.buf) - s.end
 		n, err := s.r.Read(s.buf[s.end:])
-		if n < 0 || n > len(s.buf)-s.end {
+		if n < 0 || n > free {
 			return errors.New("framing: source returned an invalid count")
 		}
 		s.end += n
+		s.grow = n == free
 		if err != nil {
 			if n > 0 {
 				s.err = err
