@@ -82,6 +82,22 @@ type Sink interface {
 	Emit(ctx context.Context, f *Frame) error
 }
 
+// BatchSink is a Sink that can also take several frames at once and make
+// them durable together: one queue append and one fsync for all of them
+// instead of one per frame. An adapter that has several frames in hand (a
+// TCP read that brought many lines) uses EmitBatch when its sink has it,
+// and Emit otherwise; the pipeline has it.
+type BatchSink interface {
+	Sink
+	// EmitBatch is Emit for each frame, in order, with one difference: the
+	// records of every frame that decodes are queued together, so they
+	// are durable all together or not at all. errs (len(frames)) receives
+	// each frame's result, as Emit would have returned it: nil, a
+	// *RejectedError (dead-lettered; acknowledge), or another error (not
+	// stored; do not acknowledge).
+	EmitBatch(ctx context.Context, frames []*Frame, errs []error)
+}
+
 // RejectedError says the frame is safe in the dead-letter store but produced
 // no records, and why.
 type RejectedError struct {

@@ -117,65 +117,155 @@ func (p *Pipeline) Decoders() *decoders.Set { return p.decoders.Load() }
 func (p *Pipeline) SetDevices(r *devices.Registry) { p.devices.Store(r) }
 
 // For returns the sink one adapter gets: frames that do not name a decoder
-// or customer take the adapter's.
+// or customer take the adapter's. It is an adapters.BatchSink.
 func (p *Pipeline) For(adapterName, kind, decoder, customerID string) adapters.Sink {
-	return adapters.SinkFunc(func(ctx context.Context, f *adapters.Frame) error {
-		if f.Adapter == "" {
-			f.Adapter = adapterName
-		}
-		if f.Kind == "" {
-			f.Kind = kind
-		}
-		if f.Decoder == "" {
-			f.Decoder = decoder
-		}
-		if f.CustomerID == "" {
-			f.CustomerID = customerID
-		}
-		return p.Emit(ctx, f)
-	})
+	return &adapterSink{p: p, adapter: adapterName, kind: kind, decoder: decoder, customer: customerID}
+}
+
+// adapterSink is the sink of one adapter.
+type adapterSink struct {
+	p                                *Pipeline
+	adapter, kind, decoder, customer string
+}
+
+func (s *adapterSink) fill(f *adapters.Frame) {
+	if f.Adapter == "" {
+		f.Adapter = s.adapter
+	}
+	if f.Kind == "" {
+		f.Kind = s.kind
+	}
+	if f.Decoder == "" {
+		f.Decoder = s.decoder
+	}
+	if f.CustomerID == "" {
+		f.CustomerID = s.customer
+	}
+}
+
+// Emit implements adapters.Sink.
+func (s *adapterSink) Emit(ctx context.Context, f *adapters.Frame) error {
+	s.fill(f)
+	return s.p.Emit(ctx, f)
+}
+
+// EmitBatch implements adapters.BatchSink.
+func (s *adapterSink) EmitBatch(ctx context.Context, frames []*adapters.Frame, errs []error) {
+	for _, f := range frames {
+		s.fill(f)
+	}
+	s.p.EmitBatch(ctx, frames, errs)
 }
 
 // Emit implements adapters.Sink.
 func (p *Pipeline) Emit(ctx context.Context, f *adapters.Frame) error {
-	return p.emit(ctx, f, false)
+	var errs [1]error
+	p.emit(ctx, []*adapters.Frame{f}, errs[:], false)
+	return errs[0]
 }
 
-// emit is Emit; replay is set for a dead letter processed again, whose raw
-// copy was archived the first time.
-func (p *Pipeline) emit(ctx context.Context, f *adapters.Frame, replay bool) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if f.Received.IsZero() {
-		f.Received = time.Now().UTC()
-	}
-	lock := &p.locks[maphash.String(p.seed, f.Adapter+"\x00"+f.Source+"\x00"+f.Identity)%uint64(len(p.locks))]
-	lock.Lock()
-	defer lock.Unlock()
+// EmitBatch implements adapters.BatchSink: every frame is decoded in
+// order, and the records of all that decode are queued with one append per
+// queue (one fsync for the lot).
+func (p *Pipeline) EmitBatch(ctx context.Context, frames []*adapters.Frame, errs []error) {
+	p.emit(ctx, frames, errs, false)
+}
 
+// decoded is a frame whose records are ready to be stored.
+type decoded struct {
+	f   *adapters.Frame
+	res *decoders.Result
+	i   int // index in the batch
+}
+
+// emit decodes frames and stores their records; errs[i] is frames[i]'s
+// result. replay is set for a dead letter processed again, whose raw copy
+// was archived the first time.
+func (p *Pipeline) emit(ctx context.Context, frames []*adapters.Frame, errs []error, replay bool) {
+	if err := ctx.Err(); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return
+	}
+	// Frames of one source are decoded one at a time (alarm decisions see
+	// the previous frame's outcome). A batch holds the locks of all its
+	// sources, taken in index order so that two batches cannot deadlock.
+	var held [len(p.locks)]bool
+	for _, f := range frames {
+		if f.Received.IsZero() {
+			f.Received = time.Now().UTC()
+		}
+		held[maphash.String(p.seed, f.Adapter+"\x00"+f.Source+"\x00"+f.Identity)%uint64(len(p.locks))] = true
+	}
+	for i := range held {
+		if held[i] {
+			p.locks[i].Lock()
+		}
+	}
+	defer func() {
+		for i := range held {
+			if held[i] {
+				p.locks[i].Unlock()
+			}
+		}
+	}()
+
+	set := p.decoders.Load()
+	alarms := p.alarmSnapshot()
+	ok := make([]decoded, 0, len(frames))
+	for i, f := range frames {
+		res, err := p.decode(ctx, set, f, alarms, replay)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		// Later frames of the batch see this frame's alarm changes, as
+		// they would had they come one by one.
+		for k, v := range res.AlarmChanges {
+			alarms[k] = v
+		}
+		ok = append(ok, decoded{f: f, res: res, i: i})
+	}
+	if len(ok) == 0 {
+		return
+	}
+	err := p.store(ctx, ok)
+	result := "decoded"
+	if err != nil {
+		result = "failed"
+	}
+	for _, d := range ok {
+		errs[d.i] = err
+		framesIn.WithLabelValues(d.f.Adapter, result).Inc()
+	}
+}
+
+// decode decodes one frame; a frame that cannot be decoded is
+// dead-lettered (a *RejectedError when that worked).
+func (p *Pipeline) decode(ctx context.Context, set *decoders.Set, f *adapters.Frame, alarms map[string]bool, replay bool) (*decoders.Result, error) {
 	// An adapter that could not parse its transport's envelope (a broken
 	// DirectIP message, an SBD mail without fields) still hands the bytes
 	// over, marked, so that they are kept: they go to the dead letters.
 	if pe := f.Meta["parse_error"]; pe != "" {
-		return p.reject(ctx, f, f.Kind+" message could not be parsed: "+pe, nil, replay)
+		return nil, p.reject(ctx, f, f.Kind+" message could not be parsed: "+pe, nil, replay)
 	}
-	dec, ok := p.decoders.Load().Get(f.Decoder)
+	dec, ok := set.Get(f.Decoder)
 	if !ok {
 		reason := fmt.Sprintf("no decoder named %q", f.Decoder)
 		if f.Decoder == "" {
 			reason = "no decoder configured for adapter " + f.Adapter
 		}
-		return p.reject(ctx, f, reason, nil, replay)
+		return nil, p.reject(ctx, f, reason, nil, replay)
 	}
 	res, err := dec.Decode(f, decoders.Env{
 		Lookup:          p.lookup,
 		DefaultCustomer: f.CustomerID,
-		Alarms:          p.alarmSnapshot(),
+		Alarms:          alarms,
 	})
 	if err != nil {
 		decodedBy.WithLabelValues(dec.Name(), "error").Inc()
-		return p.reject(ctx, f, err.Error(), err, replay)
+		return nil, p.reject(ctx, f, err.Error(), err, replay)
 	}
 	decodedBy.WithLabelValues(dec.Name(), "ok").Inc()
 	if len(res.Skipped) > 0 {
@@ -189,14 +279,9 @@ func (p *Pipeline) emit(ctx context.Context, f *adapters.Frame, replay bool) err
 		if len(res.Skipped) > 0 {
 			reason += ": " + strings.Join(res.Skipped, "; ")
 		}
-		return p.reject(ctx, f, reason, nil, replay)
+		return nil, p.reject(ctx, f, reason, nil, replay)
 	}
-	if err := p.store(ctx, f, res); err != nil {
-		framesIn.WithLabelValues(f.Adapter, "failed").Inc()
-		return err
-	}
-	framesIn.WithLabelValues(f.Adapter, "decoded").Inc()
-	return nil
+	return res, nil
 }
 
 // lookup resolves an identity through the registry, or (policy accept)
@@ -231,9 +316,87 @@ func hashOf(b []byte) string {
 	return hex.EncodeToString(s[:12])
 }
 
-// store records the entities and appends the records; it returns nil only
-// when all of it is on disk.
-func (p *Pipeline) store(ctx context.Context, f *adapters.Frame, res *decoders.Result) error {
+// store records the entities of every frame, then appends all their
+// records (one append per queue); it returns nil only when all of it is on
+// disk.
+func (p *Pipeline) store(ctx context.Context, batch []decoded) error {
+	for _, d := range batch {
+		if err := p.storeEntities(d.res); err != nil {
+			return err
+		}
+	}
+	var alarmRecs, recs []queue.Record
+	nObs, nRaw := 0, 0
+	for _, d := range batch {
+		res := d.res
+		dev := res.Device
+		thingRef := dev.ID + "@" + dev.CustomerID
+		for _, a := range res.Alarms {
+			body, err := json.Marshal(a)
+			if err != nil {
+				return err
+			}
+			alarmRecs = append(alarmRecs, queue.Record{Kind: queue.Alarm, DeviceID: dev.ID, CustomerID: dev.CustomerID, Ref: thingRef, Body: body})
+		}
+		if recs == nil {
+			recs = make([]queue.Record, 0, len(batch)*(len(res.Observations)+1))
+		}
+		for i := range res.Observations {
+			o := &res.Observations[i]
+			body, err := json.Marshal(o)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, queue.Record{Kind: queue.Observation, DeviceID: dev.ID, CustomerID: dev.CustomerID, Ref: o.Datastream.SensusID, Body: body})
+		}
+		nObs += len(res.Observations)
+		if p.o.RawFrames == "all" {
+			raw, err := p.rawRecord(d.f, dev.ID, dev.CustomerID)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, raw)
+			nRaw++
+		}
+	}
+	if len(alarmRecs) > 0 {
+		if err := p.o.Alarms.Append(ctx, alarmRecs...); err != nil {
+			return fmt.Errorf("queue alarms: %w", err)
+		}
+		recordsOut.WithLabelValues("alarm").Add(float64(len(alarmRecs)))
+	}
+	if len(recs) > 0 {
+		if err := p.o.Data.Append(ctx, recs...); err != nil {
+			return fmt.Errorf("queue observations: %w", err)
+		}
+		recordsOut.WithLabelValues("observation").Add(float64(nObs))
+		if nRaw > 0 {
+			recordsOut.WithLabelValues("raw").Add(float64(nRaw))
+		}
+	}
+	p.alarmMu.Lock()
+	defer p.alarmMu.Unlock()
+	for _, d := range batch {
+		for k, v := range d.res.AlarmChanges {
+			val := "0"
+			if v {
+				val = "1"
+			}
+			// The records are already queued: a crash before this write
+			// re-raises the same alarm (same alarmId), which the server
+			// takes as the same alarm. Losing it would be worse.
+			if err := p.o.State.Put(alarmBucket, k, []byte(val)); err != nil {
+				p.o.Log.WithError(err).WithField("alarm", k).Error("cannot save alarm state")
+			}
+			p.alarms[k] = v
+		}
+	}
+	return nil
+}
+
+// storeEntities records a frame's thing and datastreams in the state store
+// (when they changed).
+func (p *Pipeline) storeEntities(res *decoders.Result) error {
 	for _, th := range res.Things {
 		body, err := json.Marshal(th)
 		if err != nil {
@@ -252,65 +415,6 @@ func (p *Pipeline) store(ctx context.Context, f *adapters.Frame, res *decoders.R
 			return p.o.State.UpsertDatastream(ds.SensusID, ds.Thing.SensusID, body)
 		}); err != nil {
 			return fmt.Errorf("store datastream %s: %w", ds.SensusID, err)
-		}
-	}
-	dev := res.Device
-	thingRef := dev.ID + "@" + dev.CustomerID
-	if len(res.Alarms) > 0 {
-		recs := make([]queue.Record, 0, len(res.Alarms))
-		for _, a := range res.Alarms {
-			body, err := json.Marshal(a)
-			if err != nil {
-				return err
-			}
-			recs = append(recs, queue.Record{Kind: queue.Alarm, DeviceID: dev.ID, CustomerID: dev.CustomerID, Ref: thingRef, Body: body})
-		}
-		if err := p.o.Alarms.Append(ctx, recs...); err != nil {
-			return fmt.Errorf("queue alarms: %w", err)
-		}
-		recordsOut.WithLabelValues("alarm").Add(float64(len(recs)))
-	}
-	recs := make([]queue.Record, 0, len(res.Observations)+1)
-	for i := range res.Observations {
-		o := &res.Observations[i]
-		body, err := json.Marshal(o)
-		if err != nil {
-			return err
-		}
-		recs = append(recs, queue.Record{Kind: queue.Observation, DeviceID: dev.ID, CustomerID: dev.CustomerID, Ref: o.Datastream.SensusID, Body: body})
-	}
-	nObs := len(recs)
-	if p.o.RawFrames == "all" {
-		raw, err := p.rawRecord(f, dev.ID, dev.CustomerID)
-		if err != nil {
-			return err
-		}
-		recs = append(recs, raw)
-	}
-	if len(recs) > 0 {
-		if err := p.o.Data.Append(ctx, recs...); err != nil {
-			return fmt.Errorf("queue observations: %w", err)
-		}
-		recordsOut.WithLabelValues("observation").Add(float64(nObs))
-		if len(recs) > nObs {
-			recordsOut.WithLabelValues("raw").Inc()
-		}
-	}
-	if len(res.AlarmChanges) > 0 {
-		p.alarmMu.Lock()
-		defer p.alarmMu.Unlock()
-		for k, v := range res.AlarmChanges {
-			val := "0"
-			if v {
-				val = "1"
-			}
-			// The records are already queued: a crash before this write
-			// re-raises the same alarm (same alarmId), which the server
-			// takes as the same alarm. Losing it would be worse.
-			if err := p.o.State.Put(alarmBucket, k, []byte(val)); err != nil {
-				p.o.Log.WithError(err).WithField("alarm", k).Error("cannot save alarm state")
-			}
-			p.alarms[k] = v
 		}
 	}
 	return nil
@@ -404,5 +508,13 @@ func (p *Pipeline) Replay(ctx context.Context, data []byte) error {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return fmt.Errorf("dead letter is not a frame: %w", err)
 	}
-	return p.emit(ctx, &f, true)
+	var errs [1]error
+	p.emit(ctx, []*adapters.Frame{&f}, errs[:], true)
+	return errs[0]
 }
+
+var (
+	_ adapters.Sink      = (*Pipeline)(nil)
+	_ adapters.BatchSink = (*Pipeline)(nil)
+	_ adapters.BatchSink = (*adapterSink)(nil)
+)
