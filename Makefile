@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin
 
-.PHONY: all build test test-short demo bench soak fuzz dist clean vet
+.PHONY: all build test test-short demo bench soak fuzz dist deb lint clean vet
 
 all: build
 
@@ -41,6 +41,38 @@ bench:
 # figure. VIGD_E2E_KILLS=N sets the number of kills.
 soak:
 	VIGD_SOAK=1 $(GO) test -count=1 -v -timeout 90m -run 'TestKillNineLosesNothing|TestOutageDrain1M' ./internal/e2e/
+
+# Static binaries for the gateways: $(DIST)/vigd-linux-{amd64,arm64,armv7}.
+DIST         ?= dist
+DIST_TARGETS := amd64:amd64: arm64:arm64: armv7:arm:7
+dist:
+	@mkdir -p $(DIST)
+	@set -e; for t in $(DIST_TARGETS); do \
+		name=$${t%%:*}; rest=$${t#*:}; arch=$${rest%%:*}; arm=$${rest#*:}; \
+		echo "build $(DIST)/vigd-linux-$$name"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath \
+			-ldflags '$(LDFLAGS)' -o $(DIST)/vigd-linux-$$name ./cmd/vigd; \
+	done
+
+# .deb packages (amd64, arm64, armhf) built with nfpm from the tools module;
+# the layout is in packaging/nfpm.yaml (@BIN@ is the binary). A tag v1.2.3
+# gives 1.2.3, commits after it 1.2.3+4+gHASH, an untagged tree
+# 0.0.0+gitHASH.
+NFPM        := $(GO) tool -modfile=tools/go.mod nfpm
+DEB_VERSION ?= $(subst -,+,$(if $(filter v%,$(VERSION)),$(patsubst v%,%,$(VERSION)),0.0.0+git$(VERSION)))
+DEB_TARGETS := amd64:amd64 arm64:arm64 armv7:arm7
+deb: dist
+	@set -e; for t in $(DEB_TARGETS); do \
+		rm -rf $(DIST)/pkg; mkdir -p $(DIST)/pkg; \
+		sed 's#@BIN@#$(DIST)/vigd-linux-'$${t%%:*}'#' packaging/nfpm.yaml > $(DIST)/pkg/nfpm.yaml; \
+		NFPM_ARCH=$${t#*:} NFPM_VERSION='$(DEB_VERSION)' \
+			$(NFPM) package --config $(DIST)/pkg/nfpm.yaml --packager deb --target $(DIST)/; \
+	done; rm -rf $(DIST)/pkg
+
+# go vet and staticcheck (from the tools module, so the main go.mod stays
+# as it is).
+lint: vet
+	$(GO) tool -modfile=tools/go.mod staticcheck ./...
 
 clean:
 	rm -rf $(BIN) dist
