@@ -2,13 +2,17 @@
 // loggers connect, send frames (cut by adapters/framing) and, when
 // configured, get a reply after each frame is durably queued.
 //
-// One goroutine serves each connection and handles one frame at a time:
-// it reads a frame, hands it to the sink and waits. While Emit blocks
-// (the queue is full) nothing more is read from that socket, so TCP flow
-// control slows the device down instead of vigd buffering in memory. The
-// reply goes out only when Emit's result is durable (adapters.Durable);
-// after any other error the connection is closed without a reply, so the
-// device sends the frame again later.
+// One goroutine serves each connection: it reads a frame, hands it to the
+// sink and waits. When the sink takes batches (adapters.BatchSink) and the
+// framing can tell what it already holds (framing.Buffered), every frame
+// the last read brought goes to the sink at once and is made durable with
+// one fsync: a device streaming lines is not held to one fsync per line.
+// While the sink blocks (the queue is full) nothing more is read from that
+// socket, so TCP flow control slows the device down instead of vigd
+// buffering in memory. Replies go out in order, each only when its frame's
+// result is durable (adapters.Durable); after any other error the
+// connection is closed without a reply, so the device sends the frame
+// again later.
 //
 // Against the open network (see tls.go): sources outside allowed_sources
 // are closed at once, connections are bounded in total and per remote
@@ -322,33 +326,38 @@ func (l *Listener) serve(ctx context.Context, c net.Conn, sink adapters.Sink) {
 		identity = l.fixedID
 	}
 
+	// Every frame one read brought is emitted at once when the sink takes
+	// batches: one fsync for all of them. Replies still go out in order,
+	// each only once its frame is durable.
+	bs, batching := sink.(adapters.BatchSink)
+	ready, _ := fr.(framing.Buffered)
+	batching = batching && ready != nil
+	var (
+		frames  []*adapters.Frame
+		errs    []error
+		replies []byte
+	)
+	newFrame := func(fm framing.Frame) *adapters.Frame {
+		log.WithFields(logrus.Fields{"offset": fm.Offset, "bytes": len(fm.Data)}).Trace("frame received")
+		return &adapters.Frame{
+			Adapter:  l.name,
+			Kind:     Kind,
+			Source:   remote,
+			Offset:   fm.Offset,
+			Received: time.Now().UTC(),
+			Payload:  fm.Data,
+			Identity: identity,
+			Meta:     maps.Clone(meta),
+		}
+	}
 	for {
 		fm, err := fr.Next()
 		rd.frameDone()
 		if err != nil {
-			var fe *framing.FrameError
-			if errors.As(err, &fe) {
-				l.m.frameErrors.WithLabelValues(fe.Reason).Inc()
-				log.WithFields(logrus.Fields{"offset": fe.Offset, "reason": fe.Reason}).WithError(err).Warn("bad frame dropped")
-				if fe.Fatal {
-					log.Warn("framing lost; closing connection")
-					return
-				}
-				continue
+			if l.readFailed(ctx, err, log) {
+				return
 			}
-			switch {
-			case ctx.Err() != nil:
-			case errors.Is(err, io.EOF):
-				log.Debug("connection closed by peer")
-			case errors.Is(err, errIdle):
-				log.WithField("idle_timeout", l.cfg.IdleTimeout.String()).Debug("idle connection closed")
-			case errors.Is(err, errFrameTimeout):
-				l.m.frameErrors.WithLabelValues("frame_timeout").Inc()
-				log.WithField("frame_timeout", l.cfg.FrameTimeout.String()).Debug("frame not complete in time; connection closed")
-			default:
-				log.WithError(err).Debug("connection read failed")
-			}
-			return
+			continue
 		}
 		if needIdentity {
 			identity = strings.TrimSpace(string(fm.Data))
@@ -365,34 +374,78 @@ func (l *Listener) serve(ctx context.Context, c net.Conn, sink adapters.Sink) {
 			}
 			continue
 		}
-		f := &adapters.Frame{
-			Adapter:  l.name,
-			Kind:     Kind,
-			Source:   remote,
-			Offset:   fm.Offset,
-			Received: time.Now().UTC(),
-			Payload:  fm.Data,
-			Identity: identity,
-			Meta:     maps.Clone(meta),
-		}
-		log.WithFields(logrus.Fields{"offset": fm.Offset, "bytes": len(fm.Data)}).Trace("frame received")
-		err = sink.Emit(ctx, f)
-		if !adapters.Durable(err) {
-			l.m.frameErrors.WithLabelValues("not_queued").Inc()
-			if ctx.Err() == nil {
-				log.WithError(err).WithField("offset", fm.Offset).Warn("frame not queued; closing connection without reply")
+		frames = append(frames[:0], newFrame(fm))
+		last := false // the connection ends after this batch
+		for batching && !last && len(frames) < maxBatch && ready.Ready() {
+			fm, err := fr.Next()
+			rd.frameDone()
+			if err != nil {
+				last = l.readFailed(ctx, err, log)
+				continue
 			}
-			return
+			frames = append(frames, newFrame(fm))
 		}
-		l.m.frames.Inc()
-		reply := l.reply
-		if err != nil {
-			reply = l.replyRejected
+		errs = append(errs[:0], make([]error, len(frames))...)
+		if len(frames) == 1 {
+			errs[0] = sink.Emit(ctx, frames[0])
+		} else {
+			bs.EmitBatch(ctx, frames, errs)
 		}
-		if !l.write(c, reply, log) {
+		replies = replies[:0]
+		queued := 0
+		for i, err := range errs {
+			if !adapters.Durable(err) {
+				l.m.frameErrors.WithLabelValues("not_queued").Inc()
+				if ctx.Err() == nil {
+					log.WithError(err).WithField("offset", frames[i].Offset).Warn("frame not queued; closing connection without reply")
+				}
+				last = true
+				break
+			}
+			queued++
+			if err == nil {
+				replies = append(replies, l.reply...)
+			} else {
+				replies = append(replies, l.replyRejected...)
+			}
+		}
+		l.m.frames.Add(float64(queued))
+		clear(frames) // the payloads are the pipeline's now
+		if !l.write(c, replies, log) || last {
 			return
 		}
 	}
+}
+
+// maxBatch bounds the frames handed to the sink at once (a 64 KiB read
+// of short lines is about a thousand).
+const maxBatch = 1024
+
+// readFailed counts and logs a failed Next; it reports whether the
+// connection is done (anything but a bad frame that was skipped).
+func (l *Listener) readFailed(ctx context.Context, err error, log *logrus.Entry) bool {
+	var fe *framing.FrameError
+	if errors.As(err, &fe) {
+		l.m.frameErrors.WithLabelValues(fe.Reason).Inc()
+		log.WithFields(logrus.Fields{"offset": fe.Offset, "reason": fe.Reason}).WithError(err).Warn("bad frame dropped")
+		if fe.Fatal {
+			log.Warn("framing lost; closing connection")
+		}
+		return fe.Fatal
+	}
+	switch {
+	case ctx.Err() != nil:
+	case errors.Is(err, io.EOF):
+		log.Debug("connection closed by peer")
+	case errors.Is(err, errIdle):
+		log.WithField("idle_timeout", l.cfg.IdleTimeout.String()).Debug("idle connection closed")
+	case errors.Is(err, errFrameTimeout):
+		l.m.frameErrors.WithLabelValues("frame_timeout").Inc()
+		log.WithField("frame_timeout", l.cfg.FrameTimeout.String()).Debug("frame not complete in time; connection closed")
+	default:
+		log.WithError(err).Debug("connection read failed")
+	}
+	return true
 }
 
 // write sends a reply; false when the connection is gone.
