@@ -99,6 +99,20 @@ func TestPayloadFieldsToMeta(t *testing.T) {
 	}
 }
 
+// With both RawPayload and a decoded Payload, the bytes are the payload
+// and the fields are still in Meta.
+func TestRawAndDecodedPayload(t *testing.T) {
+	p, err := ParsePage([]byte(`{"ErrorID":0,"Messages":[{"ID":9,"SIN":0,"MobileID":"M1","RawPayload":[0,72,1],` +
+		`"Payload":{"Name":"position","SIN":0,"MIN":72,"Fields":[{"Name":"latitude","Value":"2739420","Type":"signedint"}]}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := p.Messages[0].Frame("a", time.Unix(0, 0))
+	if !bytes.Equal(f.Payload, []byte{0, 72, 1}) || f.Meta["payload_format"] != "raw" || f.Meta["field.latitude"] != "2739420" || f.Meta["min"] != "72" {
+		t.Errorf("frame %q %v", f.Payload, f.Meta)
+	}
+}
+
 func TestSamplePageParses(t *testing.T) {
 	b, err := os.ReadFile(testpeers.Sample(t, "orbcomm_get_return_messages_page1.json"))
 	if err != nil {
