@@ -19,11 +19,11 @@ import (
 
 // Device is what the device registry knows of a device.
 type Device struct {
-	ID          string
-	CustomerID  string
-	Name        string
-	Description string
-	Properties  map[string]any
+	ID          string         `json:"deviceId"`
+	CustomerID  string         `json:"customerId"`
+	Name        string         `json:"name,omitempty"`
+	Description string         `json:"description,omitempty"`
+	Properties  map[string]any `json:"properties,omitempty"`
 }
 
 // Env is what Decode needs from the daemon besides the frame. Decode only

@@ -13,11 +13,17 @@ import (
 	"github.com/vigd/vigd/internal/config"
 )
 
-const deadLettersUsage = `usage: vigd deadletters <list|show|replay|purge> -c FILE [flags]
-  list   [--class frame|record] [--reason TEXT] [--since DURATION]
-  show   ID...
-  replay (ID... | --all [--class …] [--reason …])   re-decode frames with today's decoders, resend records
-  purge  (ID... | --all [--class …] [--reason …])`
+const deadLettersUsage = `usage: vigd deadletters <list|show|replay|purge> -c FILE [flags] [ID...]
+  list   [--class frame|record] [--reason TEXT] [--since DURATION] [--json]
+         what could not be decoded (class frame) or was refused upstream
+         (class record), with the reason and where it came from
+  show   ID...        the whole entry as JSON (the frame's payload is base64)
+  replay ID... | --all [--class …] [--reason …]
+         frames: decoded again with the decoders as they are now (fix the
+         decoder, reload, then replay); records: sent again. A running
+         daemon picks them up within seconds, a stopped one at its start.
+  purge  ID... | --all [--class …] [--reason …]
+  Flags come before the IDs.`
 
 // cmdDeadLetters works on the store folder directly, so it works whether
 // the daemon runs or not; a replay is picked up by the running daemon
@@ -27,6 +33,10 @@ func cmdDeadLetters(args []string, stdout io.Writer) error {
 		return usageError{deadLettersUsage}
 	}
 	sub := args[0]
+	if isHelp(sub) || (len(args) > 1 && isHelp(args[1])) {
+		fmt.Fprintln(stdout, deadLettersUsage)
+		return nil
+	}
 	fs := newFlags("deadletters " + sub)
 	path := fs.String("c", "/etc/vigd/vigd.yaml", "config file")
 	class := fs.String("class", "", "only entries of this class (frame, record)")

@@ -36,31 +36,39 @@ func (s *decoderSource) register(fs *flag.FlagSet) {
 }
 
 func (s *decoderSource) load() (*decoders.Set, error) {
-	files, err := s.files()
+	set, _, err := s.loadWithConfig()
+	return set, err
+}
+
+// loadWithConfig also returns the config the decoders came from (nil with
+// --decoders).
+func (s *decoderSource) loadWithConfig() (*decoders.Set, *config.Config, error) {
+	var cfg *config.Config
+	if len(s.paths) > 0 {
+		cfg = &config.Config{Decoders: s.paths, File: "command line"}
+	} else {
+		path := s.config
+		if path == "" {
+			path = "/etc/vigd/vigd.yaml"
+		}
+		c, err := config.Load(path)
+		if err != nil {
+			return nil, nil, &configErrors{errs: flattenErr(err)}
+		}
+		cfg = c
+	}
+	files, err := cfg.DecoderFiles()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	set, err := decoders.LoadFiles(files...)
 	if err != nil {
-		return nil, &configErrors{errs: flattenErr(err)}
+		return nil, nil, &configErrors{errs: flattenErr(err)}
 	}
-	return set, nil
-}
-
-func (s *decoderSource) files() ([]string, error) {
 	if len(s.paths) > 0 {
-		c := &config.Config{Decoders: s.paths, File: "command line"}
-		return c.DecoderFiles()
+		cfg = nil
 	}
-	path := s.config
-	if path == "" {
-		path = "/etc/vigd/vigd.yaml"
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		return nil, &configErrors{errs: flattenErr(err)}
-	}
-	return cfg.DecoderFiles()
+	return set, cfg, nil
 }
 
 func cmdDecode(args []string, stdout io.Writer) error {
@@ -109,7 +117,7 @@ func cmdDecode(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	set, err := src.load()
+	set, cfg, err := src.loadWithConfig()
 	if err != nil {
 		return err
 	}
@@ -117,7 +125,22 @@ func cmdDecode(args []string, stdout io.Writer) error {
 	if !ok {
 		return fmt.Errorf("no decoder named %q (have %s)", *name, strings.Join(set.Names(), ", "))
 	}
-	f := &adapters.Frame{Adapter: "cli", Kind: "cli", Source: "command-line", Offset: 0, Payload: payload,
+	// With -c, the customer is the one the config's adapters give frames
+	// of this decoder, when they agree.
+	if *customer == "" && cfg != nil {
+		seen := map[string]bool{}
+		for _, a := range cfg.Adapters {
+			if a.Decoder == *name && a.CustomerID != "" {
+				seen[a.CustomerID] = true
+			}
+		}
+		if len(seen) == 1 {
+			for c := range seen {
+				*customer = c
+			}
+		}
+	}
+	f := &adapters.Frame{Adapter: "decode", Kind: "cli", Source: "input", Offset: 0, Payload: payload,
 		Identity: *identity, CustomerID: *customer, Decoder: *name, Received: time.Now().UTC(), Meta: map[string]string{}}
 	if *received != "" {
 		if f.Received, err = time.Parse(time.RFC3339, *received); err != nil {
@@ -133,7 +156,10 @@ func cmdDecode(args []string, stdout io.Writer) error {
 	}
 	res, err := dec.Decode(f, decoders.Env{DefaultCustomer: *customer, Alarms: map[string]bool{}})
 	if err != nil {
-		return fmt.Errorf("%s: %w", f.Where(), err)
+		if *customer == "" && strings.Contains(err.Error(), "customerId") {
+			return fmt.Errorf("%w (give one with --customer)", err)
+		}
+		return err
 	}
 	out := map[string]any{
 		"device":       res.Device,

@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vigd/vigd/adapters"
+	"github.com/vigd/vigd/devices"
 	"github.com/vigd/vigd/internal/config"
 )
 
@@ -83,12 +84,11 @@ func TestExampleConfigDocumentsEveryKey(t *testing.T) {
 	}
 	cfg, err := config.Parse(path, b)
 	if err != nil {
-		// Required values are left empty in the example on purpose.
-		for _, e := range flattenErr(err) {
-			if !strings.Contains(e.Error(), "forwarder.") {
-				t.Errorf("example config: %v", e)
-			}
-		}
+		t.Fatalf("example config: %v", err)
+	}
+	// And `vigd check` takes it as it is (decoder names, devices).
+	if code, out, stderr := run(t, "check", "-c", path); code != 0 {
+		t.Fatalf("vigd check on the example: exit %d\n%s%s", code, out, stderr)
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
@@ -153,3 +153,14 @@ func TestExampleConfigDocumentsEveryKey(t *testing.T) {
 }
 
 func commonKey(k string) bool { return k == "decoder" || k == "customer_id" }
+
+func TestDevicesExampleParses(t *testing.T) {
+	reg, err := devices.Load(repoPath("configs/devices.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok := reg.Lookup("12345")
+	if !ok || d.DeviceID != "CR1000-12345" || d.CustomerID != "047" {
+		t.Fatalf("lookup: %+v %v", d, ok)
+	}
+}

@@ -50,12 +50,12 @@ const usage = `usage: vigd <command> [flags]
 commands:
   run -c FILE                      run the daemon
   check -c FILE                    check the config and every decoder
-  decode -d DECODER (--hex H | --file F) [-c FILE | --decoders DIR]
+  decode -d DECODER (--hex H | --file F | --text T) [-c FILE | --decoders DIR]
                                    decode one frame, print the records as JSON
   decoders test [-c FILE | --decoders DIR] [--samples DIR]
                                    run the examples inside every decoder
-  deadletters list|show|replay|purge -c FILE
-                                   inspect and replay what could not be delivered
+  deadletters list|show|replay|purge -c FILE [ID…|--all]
+                                   inspect and replay what could not be decoded or delivered
   version                          print the version
 `
 
@@ -74,7 +74,11 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdDecode(args[1:], stdout)
 	case "decoders":
 		if len(args) < 2 || args[1] != "test" {
-			err = usageError{"usage: vigd decoders test [-c FILE | --decoders DIR] [--samples DIR]"}
+			if len(args) >= 2 && isHelp(args[1]) {
+				fmt.Fprintln(stdout, decodersUsage)
+				return exitOK
+			}
+			err = usageError{decodersUsage}
 			break
 		}
 		err = cmdDecodersTest(args[2:], stdout)
@@ -108,6 +112,15 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		return exitFail
 	}
 }
+
+const decodersUsage = `usage: vigd decoders test [-c FILE | --decoders DIR]... [--samples DIR] [-v]
+  Runs the examples inside every decoder file (input → expected records) and
+  prints a diff for each mismatch; exits 1 when one fails. -c takes the
+  decoders of a config file; --decoders a file or folder (repeatable);
+  without either, /etc/vigd/vigd.yaml, or configs/decoders in a checkout.
+  ${SAMPLES} in example paths is --samples (default: ../shared/samples).`
+
+func isHelp(s string) bool { return s == "-h" || s == "--help" || s == "-help" || s == "help" }
 
 // signalContext is cancelled by SIGINT or SIGTERM.
 func signalContext() (context.Context, context.CancelFunc) {

@@ -263,26 +263,29 @@ func decodeAdapters(n *yaml.Node, es *Errors) []Adapter {
 			continue
 		}
 		cfg := kind.NewConfig()
-		before := len(es.List)
 		// The kind's keys are reported relative to the labelled entry.
 		sub := &Errors{File: es.File}
 		Decode(kindBlock, cfg, "", sub)
+		bad := map[string]bool{} // keys that did not decode: Validate would only repeat them
 		for _, e := range sub.List {
 			var ce *Error
 			if errors.As(e, &ce) {
+				bad[ce.Path] = true
 				ce.Path = label + ": " + ce.Path
 			}
 			es.List = append(es.List, e)
 		}
-		if len(es.List) == before {
-			if err := cfg.Validate(); err != nil {
-				for _, fe := range flatten(err) {
-					var f *adapters.FieldError
-					if errors.As(fe, &f) {
-						es.Add(Find(kindBlock, f.Field), label+": "+f.Field, "%s", f.Msg)
-					} else {
-						es.Add(item, label, "%s", fe.Error())
-					}
+		// Validate even when some keys were wrong, so that one run reports
+		// every mistake of the block.
+		if err := cfg.Validate(); err != nil {
+			for _, fe := range flatten(err) {
+				var f *adapters.FieldError
+				switch {
+				case errors.As(fe, &f) && bad[f.Field]:
+				case errors.As(fe, &f):
+					es.Add(Find(kindBlock, f.Field), label+": "+f.Field, "%s", f.Msg)
+				default:
+					es.Add(item, label, "%s", fe.Error())
 				}
 			}
 		}

@@ -104,9 +104,11 @@ adapters:
 			t.Errorf("missing %q in\n%s", w, msg)
 		}
 	}
-	if got := len(strings.Split(strings.TrimSpace(msg), "\n")); got != 2 {
-		// baud is checked by Validate only when the block decoded cleanly
-		t.Errorf("want 2 errors (unknown key stops Validate of that block), got %d:\n%s", got, msg)
+	if !strings.Contains(msg, `vigd.yaml:15:11: adapters[0] "a" (fake): baud: must be one of 9600, 115200`) {
+		t.Errorf("an unknown key must not hide the block's other mistakes:\n%s", msg)
+	}
+	if got := len(strings.Split(strings.TrimSpace(msg), "\n")); got != 3 {
+		t.Errorf("want exactly 3 errors, got %d:\n%s", got, msg)
 	}
 
 	bad2 := strings.Replace(bad, "    colour: blue\n", "", 1)
