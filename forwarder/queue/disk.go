@@ -289,6 +289,10 @@ func (d *Disk) updateGaugesLocked() {
 	d.m.records.Set(float64(d.records))
 	d.m.bytes.Set(float64(d.bytes))
 	d.m.segments.Set(float64(len(d.segs)))
+	if d.records == 0 {
+		// Empty now: do not show the last age until the next refresh.
+		d.m.oldestAge.Set(0)
+	}
 }
 
 // signalSpaceLocked wakes an Append blocked on a full queue.
