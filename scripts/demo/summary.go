@@ -80,8 +80,14 @@ func summary(cl *sim.Client, nmeaLines []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Println("things:")
+	fmt.Printf("things (%-26s %-40s datastreams):\n", "sensusID", "description")
+	seen := map[string]bool{}
 	for _, t := range things {
+		// A thing whose definition changed is posted again: show each once.
+		if seen[t.SensusID] {
+			continue
+		}
+		seen[t.SensusID] = true
 		var th struct {
 			Name, Description string
 			Properties        map[string]any
@@ -189,17 +195,13 @@ func summary(cl *sim.Client, nmeaLines []string) error {
 		return err
 	}
 	fmt.Printf("GPS (%d NMEA lines sent): %d observations\n", len(nmeaLines), len(gps))
-	byTime := map[string][]string{}
-	var gt []string
+	fmt.Println("  (a GGA sentence carries only the time of day: its date is the day nearest to when vigd received it)")
 	for _, o := range gps {
-		if _, ok := byTime[o.PhenomenonTime]; !ok {
-			gt = append(gt, o.PhenomenonTime)
+		extra := ""
+		if v, ok := o.Parameters["nmeaChecksum"]; ok {
+			extra = fmt.Sprintf("  [checksum %v]", v)
 		}
-		byTime[o.PhenomenonTime] = append(byTime[o.PhenomenonTime], o.Datastream.Name+"="+string(o.Result))
-	}
-	sort.Strings(gt)
-	for _, t := range gt {
-		fmt.Printf("  %s  %s\n", t, strings.Join(byTime[t], " "))
+		fmt.Printf("  %s  %-12s %s%s\n", o.PhenomenonTime, o.Datastream.Name, o.Result, extra)
 	}
 	fmt.Println()
 
