@@ -172,6 +172,10 @@ func (p *Poller) Run(ctx context.Context, sink adapters.Sink) error {
 		p.setStatus(false, "no state folder")
 		return fmt.Errorf("orbcomm %s: no state folder for the high-water mark", p.name)
 	}
+	if err := os.MkdirAll(p.stateDir, 0o750); err != nil {
+		p.setStatus(false, err.Error())
+		return fmt.Errorf("orbcomm %s: %w", p.name, err)
+	}
 	st, err := openStore(filepath.Join(p.stateDir, StateFile), p.cfg.DedupSize)
 	if err != nil {
 		p.setStatus(false, err.Error())
@@ -246,8 +250,12 @@ func (p *Poller) Run(ctx context.Context, sink adapters.Sink) error {
 	return nil
 }
 
-// failed logs a failed poll: the first of a streak at warn, repeats at
-// debug, and records it for readiness.
+// escalateAfter is the streak of failed calls that is logged at error.
+const escalateAfter = 10
+
+// failed logs a failed poll: the first of a streak at warn, the
+// escalateAfter-th at error, the others at debug; and records it for
+// readiness.
 func (p *Poller) failed(err error, b *adapters.Backoff) {
 	entry := p.log.WithError(err).WithFields(logrus.Fields{"attempt": b.Attempt() + 1, "mark": p.Mark().String()})
 	var ge *GatewayError
@@ -258,9 +266,14 @@ func (p *Poller) failed(err error, b *adapters.Backoff) {
 	if errors.As(err, &se) {
 		entry = entry.WithField("status", se.Code)
 	}
-	if b.Attempt() == 0 {
+	switch b.Attempt() {
+	case 0:
 		entry.Warn("gateway poll failed; retrying with backoff")
-	} else {
+	case escalateAfter - 1:
+		// Messages wait (and expire after a few days) at the gateway:
+		// someone has to look.
+		entry.Error("gateway polls keep failing")
+	default:
 		entry.Debug("gateway poll failed again")
 	}
 	p.setStatus(false, "last call failed: "+err.Error())

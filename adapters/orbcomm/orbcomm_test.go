@@ -382,7 +382,7 @@ func TestCallRateRespected(t *testing.T) {
 	}
 	at := gw.times()
 	for i := 1; i < len(at); i++ {
-		if d := at[i].Sub(at[i-1]); d < 450*time.Millisecond {
+		if d := at[i].Sub(at[i-1]); d < 400*time.Millisecond {
 			t.Errorf("calls %d and %d only %s apart", i, i+1, d)
 		}
 	}
@@ -557,5 +557,23 @@ func TestStoreBoundAndMark(t *testing.T) {
 	}
 	if m, ok, _ := st.Mark(); !ok || m.FromID != 7 {
 		t.Errorf("mark %+v", m)
+	}
+}
+
+// A long streak of failures is logged at error once, for the operator.
+func TestLongFailureStreakEscalates(t *testing.T) {
+	gw := newGateway(t)
+	gw.endless = func(int, url.Values) step { return step{status: http.StatusServiceUnavailable, body: "down"} }
+	cfg := testConfig(t, gw.url())
+	cfg.RetryMin, cfg.RetryMax = time.Millisecond, 2*time.Millisecond
+	h := run(t, cfg, t.TempDir(), newSink())
+	gw.waitCalls(t, escalateAfter+3)
+	h.stop(t)
+	logs := h.logs.String()
+	if n := strings.Count(logs, `level=error msg="gateway polls keep failing"`); n != 1 {
+		t.Errorf("%d error lines:\n%s", n, logs)
+	}
+	if n := strings.Count(logs, "level=warning"); n != 1 {
+		t.Errorf("%d warnings", n)
 	}
 }
