@@ -74,5 +74,19 @@ deb: dist
 lint: vet
 	$(GO) tool -modfile=tools/go.mod staticcheck ./...
 
+# Every native fuzz target for FUZZTIME each (go test -fuzz takes one
+# target of one package at a time). `make test` already runs their seed
+# corpora as ordinary tests. New interesting inputs stay in Go's cache;
+# a crasher is written to the package's testdata/fuzz (keep it: it is then
+# a regression seed). Large seeds make minimisation stall, hence 1s.
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for fn in $$(grep -h '^func Fuzz' $$dir/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/' | sort); do \
+	    echo "== $$dir $$fn ($(FUZZTIME))"; \
+	    $(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=1s $$dir; \
+	  done; \
+	done
+
 clean:
 	rm -rf $(BIN) dist
