@@ -1,5 +1,6 @@
 // Package secretfiles finds where vigd's configuration keeps secrets — the
-// files named by secret_file, password_file and key_file keys anywhere in
+// files named by secret_file, password_file, key_file, tokens_file keys
+// (and token_files/services maps) anywhere in
 // the config (adapters included), and the config file itself when it holds
 // a secret inline (a password in a URL) — and reports those that every user
 // of the machine can read. `vigd check` prints the findings and `vigd run`
@@ -23,7 +24,11 @@ import (
 )
 
 // fileKeys are the YAML keys whose value is a file holding a secret.
-var fileKeys = map[string]bool{"secret_file": true, "password_file": true, "key_file": true, "token_file": true}
+var fileKeys = map[string]bool{"secret_file": true, "password_file": true, "key_file": true, "token_file": true, "tokens_file": true}
+
+// fileMapKeys are YAML keys of maps whose values are such files (the http
+// adapter's auth.token_files and auth.services).
+var fileMapKeys = map[string]bool{"token_files": true, "services": true, "secret_files": true}
 
 // Finding is one secret file every user can read.
 type Finding struct {
@@ -158,6 +163,19 @@ func (w *walker) field(v reflect.Value, path, name string) {
 			w.add(Ref{Key: path})
 		case strings.Contains(s, "://") && hasURLPassword(s):
 			w.add(Ref{Key: path})
+		}
+		return
+	}
+	if v.Kind() == reflect.Map && v.Type().Key().Kind() == reflect.String && v.Type().Elem().Kind() == reflect.String {
+		if !fileMapKeys[name] {
+			return
+		}
+		keys := v.MapKeys()
+		sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+		for _, k := range keys {
+			if f := v.MapIndex(k).String(); f != "" {
+				w.add(Ref{Key: path + "." + k.String(), File: f})
+			}
 		}
 		return
 	}

@@ -136,14 +136,18 @@ func TestInlineKeys(t *testing.T) {
 		Password string `yaml:"password"`
 	}
 	type outer struct {
-		In      inner    `yaml:",inline"`
-		Brokers []string `yaml:"brokers"`
-		Skip    string   `yaml:"-"`
+		In       inner             `yaml:",inline"`
+		Brokers  []string          `yaml:"brokers"`
+		Skip     string            `yaml:"-"`
+		Tokens   map[string]string `yaml:"token_files"`
+		Services map[string]string `yaml:"services"`
+		Labels   map[string]string `yaml:"labels"`
 	}
 	var refs []Ref
 	w := walker{add: func(r Ref) { refs = append(refs, r) }}
-	w.walk(reflect.ValueOf(&outer{In: inner{Password: "x"}, Brokers: []string{"ssl://u:p@h:8883", "tcp://h:1883"}, Skip: "password"}), "mqtt")
-	if fmt.Sprint(refs) != "[{mqtt.password } {mqtt.brokers[0] }]" {
+	w.walk(reflect.ValueOf(&outer{In: inner{Password: "x"}, Brokers: []string{"ssl://u:p@h:8883", "tcp://h:1883"}, Skip: "password",
+		Tokens: map[string]string{"b": "/b", "a": "/a"}, Services: map[string]string{"svc": "/s"}, Labels: map[string]string{"x": "/x"}}), "http")
+	if fmt.Sprint(refs) != "[{http.password } {http.brokers[0] } {http.token_files.a /a} {http.token_files.b /b} {http.services.svc /s}]" {
 		t.Fatalf("refs %v", refs)
 	}
 }
