@@ -382,7 +382,7 @@ func TestCallRateRespected(t *testing.T) {
 	}
 	at := gw.times()
 	for i := 1; i < len(at); i++ {
-		if d := at[i].Sub(at[i-1]); d < 400*time.Millisecond {
+		if d := at[i].Sub(at[i-1]); d < 300*time.Millisecond { // 500ms apart at the limiter; the server sees scheduling jitter
 			t.Errorf("calls %d and %d only %s apart", i, i+1, d)
 		}
 	}
