@@ -66,6 +66,7 @@ type record struct {
 	exact   map[string]string // exact JSON number text of numeric fields
 	missing map[string]string // fields without a value, and why
 	err     *parseError       // a bad record (see bad_records)
+	failed  bool              // fail("…") refused it (bad_records: skip)
 }
 
 func newRecord(off int, label string) *record {
@@ -248,6 +249,16 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 		maps.Copy(e, r.vars)
 		for _, c := range d.computedFor(r.group) {
 			v, err := run(c.prog, e)
+			var fe *FailError
+			if errors.As(err, &fe) {
+				// fail("…"): the decoder refuses this record.
+				if d.badSkip {
+					res.Skipped = append(res.Skipped, fmt.Sprintf("%s: bad record skipped: %s", r.label, fe.Msg))
+					r.failed = true
+					break
+				}
+				return nil, d.fail(-1, nil, "%s: %s", r.label, fe.Msg)
+			}
 			if err != nil {
 				e[c.name] = nil
 				r.missing[c.name] = "computed: " + err.Error()
@@ -262,6 +273,9 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 			delete(r.missing, c.name)
 			delete(r.exact, c.name)
 		}
+		if r.failed {
+			continue
+		}
 		recs = append(recs, r)
 		envs = append(envs, e)
 	}
@@ -272,6 +286,10 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 		idEnv = envs[0]
 	}
 	idv, err := run(d.identity, idEnv)
+	var fe *FailError
+	if errors.As(err, &fe) {
+		return nil, d.fail(-1, nil, "%s", fe.Msg)
+	}
 	if err != nil {
 		return nil, d.fail(-1, nil, "identity: %v", err)
 	}

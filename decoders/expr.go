@@ -1,6 +1,7 @@
 package decoders
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -37,12 +38,30 @@ var helpers = []expr.Option{
 	expr.Function("parseTime", fnParseTime),
 	expr.Function("nmeaDate", fnNMEADate),
 	expr.Function("nmeaClock", fnNMEAClock),
+	expr.Function("fail", fnFail),
 }
 
 // helperNames are the names above (for the unknown-name check).
 var helperNames = map[string]bool{
 	"round": true, "coalesce": true, "cell": true, "hemi": true, "num": true, "bit": true,
 	"unix": true, "epoch": true, "parseTime": true, "nmeaDate": true, "nmeaClock": true,
+	"fail": true,
+}
+
+// FailError is what fail("message") raises: the decoder refuses the frame
+// (or, with bad_records: skip, the record) with exactly that message.
+type FailError struct{ Msg string }
+
+func (e *FailError) Error() string { return e.Msg }
+
+// fail(message) rejects: `computed: [{name: _, value: 'len(cols) < 5 ?
+// fail("want 5 fields") : nil'}]`. Unlike other expression errors, which
+// only leave the value out, it makes a decode error with that message.
+func fnFail(p ...any) (any, error) {
+	if len(p) != 1 {
+		return nil, fmt.Errorf("fail(message) takes 1 argument")
+	}
+	return nil, &FailError{Msg: display(p[0])}
 }
 
 // round(x) rounds to an integer, round(x, n) to n decimals (half away from zero).
@@ -445,6 +464,10 @@ func sortedKeys(m map[string]bool) string {
 func run(p *vm.Program, env map[string]any) (any, error) {
 	v, err := expr.Run(p, env)
 	if err != nil {
+		var fe *FailError
+		if errors.As(err, &fe) {
+			return nil, fe
+		}
 		return nil, fmt.Errorf("%s", oneLine(err.Error()))
 	}
 	return v, nil
