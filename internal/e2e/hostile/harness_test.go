@@ -64,6 +64,7 @@ type env struct {
 	decoders   string
 	sim        *sim.Server
 	simURL     string
+	simClient  *sim.Client
 }
 
 func newEnv(t *testing.T) *env {
@@ -84,6 +85,7 @@ func (e *env) startSim() {
 	e.t.Helper()
 	e.sim = sim.StartTest(e.t, e.simConfig())
 	e.simURL = e.sim.URL()
+	e.simClient = &sim.Client{BaseURL: e.simURL, HTTP: httpc}
 }
 
 func (e *env) simConfig() sim.Config {
@@ -144,7 +146,7 @@ forwarder:
 // accepted is how many observations the simulator holds.
 func (e *env) accepted() int64 {
 	e.t.Helper()
-	c, err := e.sim.Client().Counts(context.Background())
+	c, err := e.simClient.Counts(context.Background())
 	if err != nil {
 		e.t.Fatal(err)
 	}
