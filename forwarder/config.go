@@ -82,11 +82,16 @@ type Config struct {
 	// Gzip compresses request bodies (Content-Encoding: gzip).
 	Gzip bool `yaml:"gzip"`
 	// Timeout of one request.
-	Timeout           Duration      `yaml:"timeout"`
-	Batch             Batch         `yaml:"batch"`
-	RequestsPerSecond float64       `yaml:"requests_per_second"`
-	Retry             Retry         `yaml:"retry"`
-	Signing           signer.Config `yaml:"signing"`
+	Timeout           Duration `yaml:"timeout"`
+	Batch             Batch    `yaml:"batch"`
+	RequestsPerSecond float64  `yaml:"requests_per_second"`
+	// ParallelRequests is how many requests may be in flight at once.
+	// Only batches of different devices go together; a device's batches
+	// still go one after the other. With many devices per window and a
+	// server that answers in parallel, more than 1 hides round trips.
+	ParallelRequests int           `yaml:"parallel_requests"`
+	Retry            Retry         `yaml:"retry"`
+	Signing          signer.Config `yaml:"signing"`
 	// TLS verifies the eventstore (system roots, or ca_file) and may
 	// present a client certificate; insecure_skip_verify turns
 	// verification off and is logged as a warning at every start.
@@ -120,6 +125,7 @@ func DefaultConfig() Config {
 		Timeout:           Duration(30 * time.Second),
 		Batch:             Batch{MaxRecords: 500, MaxBytes: 1 << 20, Linger: Duration(time.Second)},
 		RequestsPerSecond: 10,
+		ParallelRequests:  1,
 		Retry:             Retry{Min: Duration(time.Second), Max: Duration(5 * time.Minute)},
 		Signing:           signer.DefaultConfig(),
 	}
@@ -149,6 +155,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestsPerSecond == 0 {
 		c.RequestsPerSecond = d.RequestsPerSecond
+	}
+	if c.ParallelRequests == 0 {
+		c.ParallelRequests = d.ParallelRequests
 	}
 	if c.Retry.Min == 0 {
 		c.Retry.Min = d.Retry.Min
@@ -197,6 +206,9 @@ func (c Config) Validate() error {
 	}
 	if c.Batch.Linger < 0 {
 		add("batch.linger", "must not be negative")
+	}
+	if c.ParallelRequests < 0 || c.ParallelRequests > 64 {
+		add("parallel_requests", "must be between 1 and 64 (got %d)", c.ParallelRequests)
 	}
 	if c.RequestsPerSecond < 0 {
 		add("requests_per_second", "must not be negative")

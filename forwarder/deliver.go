@@ -183,20 +183,32 @@ func retryAfter(v string, now time.Time) time.Duration {
 // server or put in the dead-letter store. It returns only when ctx ends
 // (errStopped).
 func (f *Forwarder) deliver(ctx context.Context, b *batch) error {
+	return f.deliverFrom(ctx, b, nil)
+}
+
+// deliverFrom is deliver for a batch whose first request may already have
+// been sent (first; nil when not).
+func (f *Forwarder) deliverFrom(ctx context.Context, b *batch, first *posted) error {
 	bo := f.newBackoff()
 	rounds := 0
 	for {
-		if ctx.Err() != nil {
-			return errStopped
-		}
-		if bo.attempt > 0 && b.q == &f.data {
-			// Alarms go first, also while the data queue waits for an
-			// outage to end.
-			if _, err := f.drainAlarms(ctx); err != nil {
-				return err
+		var a *answer
+		var err error
+		if first != nil {
+			a, err, first = first.a, first.err, nil
+		} else {
+			if ctx.Err() != nil {
+				return errStopped
 			}
+			if bo.attempt > 0 && b.q == &f.data {
+				// Alarms go first, also while the data queue waits for an
+				// outage to end.
+				if _, err := f.drainAlarms(ctx); err != nil {
+					return err
+				}
+			}
+			a, err = f.post(ctx, b)
 		}
-		a, err := f.post(ctx, b)
 		if errors.Is(err, errStopped) {
 			return err
 		}

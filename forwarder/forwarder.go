@@ -47,9 +47,21 @@ import (
 	"github.com/vigd/vigd/forwarder/signer"
 )
 
-// windowBatches is how many full batches one window may hold: enough for
-// several devices per window, small enough to hold in memory on a gateway.
-const windowBatches = 4
+// A window holds up to windowBatches full batches, or more records while
+// they fit in windowBytes of bodies and windowRecords: with many devices in
+// a window each device's batch is small, and a larger window makes each
+// device's batch larger (fewer requests) for a bounded amount of memory.
+const (
+	windowBatches = 4
+	windowBytes   = 8 << 20
+	windowRecords = 64 << 10
+)
+
+// resolvedEvery is how often, while a window is being delivered, the
+// batches resolved so far are written to the state store. Between writes a
+// crash costs re-posting them (the server answers 409, taken as accepted),
+// not a state-store fsync per request.
+const resolvedEvery = time.Second
 
 // Clock is the time source; tests inject a fake.
 type Clock interface {
@@ -212,6 +224,7 @@ func New(cfg Config, deps Deps) (*Forwarder, error) {
 		}
 		f.log.WithFields(logrus.Fields{"proxy": redactedProxy(cfg.Proxy), "tls_ca_file": cfg.TLS.CAFile,
 			"tls_client_certificate": cfg.TLS.CertFile != ""}).Debug("http transport")
+		base.MaxIdleConnsPerHost = max(base.MaxIdleConnsPerHost, cfg.ParallelRequests)
 		f.closeIdle = base.CloseIdleConnections
 		f.client = &http.Client{Transport: &signer.Transport{
 			Base:      base,
@@ -382,6 +395,7 @@ func (f *Forwarder) runWindow(ctx context.Context, qi *qinfo) (bool, error) {
 	if err != nil {
 		f.log.WithError(err).Warn("state read failed")
 	}
+	todo := make([]*batch, 0, len(batches))
 	for _, b := range batches {
 		if done[b.id] {
 			continue
@@ -391,12 +405,37 @@ func (f *Forwarder) runWindow(ctx context.Context, qi *qinfo) (bool, error) {
 			recordsTotal.WithLabelValues("raw", "skipped").Inc()
 			continue
 		}
-		if err := f.deliver(ctx, b); err != nil {
-			return true, err
+		todo = append(todo, b)
+	}
+	var marks []string
+	flushed := time.Now()
+	mark := func() {
+		if len(marks) == 0 {
+			return
 		}
-		if err := f.state.markResolved(qi.name, b.id); err != nil {
-			// Only costs a duplicate (409) after a crash.
+		if err := f.state.markResolved(qi.name, marks...); err != nil {
+			// Only costs duplicates (409) after a crash.
 			f.log.WithError(err).Warn("state write failed")
+		}
+		marks, flushed = marks[:0], time.Now()
+	}
+	for len(todo) > 0 {
+		// Batches of different devices go out together (parallel_requests):
+		// a window of many small per-device batches is not held to one
+		// round trip each. A device's own batches go one after the other.
+		run := distinctRun(todo, f.cfg.ParallelRequests)
+		todo = todo[len(run):]
+		first := f.postAll(ctx, run)
+		for i, b := range run {
+			if err := f.deliverFrom(ctx, b, first[i]); err != nil {
+				mark()
+				return true, err
+			}
+			b.wire = nil // sent: do not hold the body for the rest of the window
+			marks = append(marks, b.id)
+		}
+		if time.Since(flushed) >= resolvedEvery {
+			mark()
 		}
 	}
 	for {
@@ -406,6 +445,7 @@ func (f *Forwarder) runWindow(ctx context.Context, qi *qinfo) (bool, error) {
 		}
 		f.log.WithError(err).WithField("queue", qi.name).Warn("queue commit failed")
 		if !f.sleep(ctx, f.cfg.Retry.Min.D()) {
+			mark()
 			return true, ctx.Err()
 		}
 	}
@@ -414,6 +454,49 @@ func (f *Forwarder) runWindow(ctx context.Context, qi *qinfo) (bool, error) {
 	}
 	f.log.WithFields(logrus.Fields{"queue": qi.name, "count": len(es), "batches": len(batches)}).Debug("window delivered")
 	return true, nil
+}
+
+// distinctRun is the longest prefix of bs, at most n long, in which no
+// device (endpoint, deviceId, customerId) has two batches: those may be in
+// flight together.
+func distinctRun(bs []*batch, n int) []*batch {
+	type key struct{ ep, dev, cust string }
+	seen := make(map[key]bool, n)
+	i := 0
+	for i < len(bs) && i < n {
+		k := key{bs[i].ep.name, bs[i].dev, bs[i].cust}
+		if seen[k] {
+			break
+		}
+		seen[k] = true
+		i++
+	}
+	return bs[:max(i, 1)]
+}
+
+// posted is the outcome of a batch's first request.
+type posted struct {
+	a   *answer
+	err error
+}
+
+// postAll sends the first request of every batch of run at once and
+// returns the outcomes in order. A run of one is posted by deliverFrom
+// itself (nil outcome).
+func (f *Forwarder) postAll(ctx context.Context, run []*batch) []*posted {
+	out := make([]*posted, len(run))
+	if len(run) < 2 {
+		return out
+	}
+	var wg sync.WaitGroup
+	for i, b := range run {
+		wg.Go(func() {
+			a, err := f.post(ctx, b)
+			out[i] = &posted{a, err}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // formWindow reads the next window: the saved one after a restart, else
@@ -440,15 +523,16 @@ func (f *Forwarder) formWindow(ctx context.Context, qi *qinfo) ([]queue.Entry, w
 			f.log.WithError(err).Warn("state write failed")
 		}
 	}
-	maxN := f.cfg.Batch.MaxRecords * windowBatches
-	maxB := int(min(f.cfg.Batch.MaxBytes*windowBatches, math.MaxInt32))
+	maxN := max(f.cfg.Batch.MaxRecords*windowBatches, windowRecords)
+	maxB := int(min(max(f.cfg.Batch.MaxBytes*windowBatches, windowBytes), math.MaxInt32))
 	es, err := f.read(ctx, qi, cur, maxN, maxB)
 	if err != nil || len(es) == 0 {
 		return nil, window{}, err
 	}
-	if linger := f.cfg.Batch.Linger.D(); linger > 0 && !full(es, maxN, maxB) {
+	size := bodyBytes(es)
+	if linger := f.cfg.Batch.Linger.D(); linger > 0 && len(es) < maxN && size < maxB {
 		deadline := f.clock.Now().Add(linger)
-		for !full(es, maxN, maxB) {
+		for len(es) < maxN && size < maxB {
 			left := deadline.Sub(f.clock.Now())
 			if left <= 0 {
 				break
@@ -459,9 +543,13 @@ func (f *Forwarder) formWindow(ctx context.Context, qi *qinfo) ([]queue.Entry, w
 			case <-qi.q.Notify():
 			case <-f.clock.After(left):
 			}
-			if es, err = f.read(ctx, qi, cur, maxN, maxB); err != nil {
+			// Only what came after the records in hand is read.
+			more, err := f.read(ctx, qi, es[len(es)-1].Next, maxN-len(es), maxB-size)
+			if err != nil {
 				return nil, window{}, err
 			}
+			es = append(es, more...)
+			size += bodyBytes(more)
 		}
 	}
 	w := window{Start: es[0].Pos, End: es[len(es)-1].Next, N: len(es)}
@@ -478,15 +566,12 @@ func (f *Forwarder) formWindow(ctx context.Context, qi *qinfo) ([]queue.Entry, w
 	return es, w, nil
 }
 
-func full(es []queue.Entry, maxN, maxB int) bool {
-	if len(es) >= maxN {
-		return true
-	}
+func bodyBytes(es []queue.Entry) int {
 	n := 0
 	for i := range es {
 		n += len(es[i].Rec.Body)
 	}
-	return n >= maxB
+	return n
 }
 
 // read retries a failing queue read until ctx ends.

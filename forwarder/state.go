@@ -517,15 +517,21 @@ func (s *State) clearWindow(name string) error {
 	})
 }
 
-// markResolved records that a batch of the current window is done, so that
-// a restart in the middle of the window does not post it again.
-func (s *State) markResolved(name, batchID string) error {
+// markResolved records that batches of the current window are done, so
+// that a restart in the middle of the window does not post them again.
+func (s *State) markResolved(name string, batchIDs ...string) error {
+	now := []byte(strconv.FormatInt(time.Now().Unix(), 10))
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(bucketResolved).CreateBucketIfNotExists([]byte(name))
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(batchID), []byte(strconv.FormatInt(time.Now().Unix(), 10)))
+		for _, id := range batchIDs {
+			if err := b.Put([]byte(id), now); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

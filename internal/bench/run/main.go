@@ -68,6 +68,7 @@ type options struct {
 	linger       time.Duration
 	maxRecords   int
 	rps          float64
+	parallel     int
 	phases       string
 	profile      string
 }
@@ -89,6 +90,7 @@ func main() {
 	flag.DurationVar(&o.linger, "linger", 200*time.Millisecond, "forwarder batch linger")
 	flag.IntVar(&o.maxRecords, "max-records", 1000, "forwarder records per request")
 	flag.Float64Var(&o.rps, "rps", 10000, "forwarder requests per second limit")
+	flag.IntVar(&o.parallel, "parallel", 4, "forwarder parallel_requests")
 	flag.StringVar(&o.phases, "phases", "start,plain,gzip,drain", "phases to run")
 	flag.StringVar(&o.profile, "profile", "", "folder for CPU and heap profiles of vigd taken during each load (VIGD_PPROF=1)")
 	flag.Parse()
@@ -139,7 +141,7 @@ func run(o options) error {
 	rep := &report{}
 	rep.add("vigd bench  %s  %s/%s, %d CPUs, GOMAXPROCS %d", time.Now().UTC().Format(time.RFC3339), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	rep.add("load: %d lines (3 observations each) over %d TCP connections from %d devices; durable queue, HMAC signing, Content-MD5 on", o.lines, o.conns, o.devices)
-	rep.add("forwarder: max_records %d, linger %s, requests_per_second %g", o.maxRecords, o.linger, o.rps)
+	rep.add("forwarder: max_records %d, linger %s, requests_per_second %g, parallel_requests %d", o.maxRecords, o.linger, o.rps, o.parallel)
 	b := &bench{o: o, rep: rep, secret: secret}
 	var errs []error
 	for _, ph := range strings.Split(o.phases, ",") {
@@ -317,6 +319,7 @@ forwarder:
   gzip: %t
   batch: {max_records: %d, linger: %s}
   requests_per_second: %g
+  parallel_requests: %d
   retry: {min: 100ms, max: 1s}
 adapters:
   - name: bench
@@ -327,7 +330,7 @@ adapters:
     framing: {type: line}
     identity: payload
     max_connections: 1024
-`, filepath.Join(dir, "data"), httpAddr, b.o.decoders, upstream, b.secret, gzip, b.o.maxRecords, b.o.linger, b.o.rps, tcpAddr)
+`, filepath.Join(dir, "data"), httpAddr, b.o.decoders, upstream, b.secret, gzip, b.o.maxRecords, b.o.linger, b.o.rps, b.o.parallel, tcpAddr)
 	cfgPath := filepath.Join(dir, "vigd.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o640); err != nil {
 		return nil, err
@@ -455,6 +458,10 @@ func (v *vigdProc) profile(dir, name string, d time.Duration) func() {
 	go func() {
 		defer close(done)
 		get(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), name+".cpu.pprof")
+	}()
+	go func() {
+		time.Sleep(d / 2)
+		get("/debug/pprof/goroutine?debug=1", name+".goroutines.txt")
 	}()
 	return func() {
 		get("/debug/pprof/heap", name+".heap.pprof")
@@ -638,6 +645,8 @@ func (b *bench) throughput(gzip bool) error {
 		}
 		b.rep.add("  end to end:     %.0f lines/s, %.0f observations/s at most (what arrived within the limit)",
 			float64(st.Observations)/3/b.o.limit.Seconds(), float64(st.Observations)/b.o.limit.Seconds())
+		b.rep.add("  ingest only:    %.0f lines/s at most (%.0f observations queued)",
+			m[`vigd_queue_appends_total{queue="data"}`]/3/b.o.limit.Seconds(), m[`vigd_queue_appends_total{queue="data"}`])
 		b.rep.add("  vigd CPU:       %.2f s  (%.1f µs per line)", cpu, cpu/(float64(st.Observations)/3)*1e6)
 	} else {
 		el := time.Duration(st.LastNS - lr.StartNS)
