@@ -168,6 +168,7 @@ type Decoder struct {
 	params      []computed
 	streams     []*stream
 	alarms      []*alarmRule
+	ents        entityCache // entities per device, when only the device shapes them
 	examples    []exampleConfig
 	exampleAt   []pos
 	dir         string
@@ -338,35 +339,13 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 		tplEnv = envs[0]
 	}
 
-	// Thing.
-	thing, err := d.thing(tplEnv, dev)
+	// Thing, datastreams, feature of interest.
+	ents, err := d.entitiesFor(tplEnv, dev, identity)
 	if err != nil {
-		return nil, d.fail(-1, nil, "thing: %v", err)
+		return nil, err
 	}
-	res.Things = []sta.Thing{thing}
-
-	// Datastreams.
-	refs := make([]sta.Ref, len(d.streams))
-	dsEnv := maps.Clone(tplEnv) // one copy; datastream() overwrites its own keys
-	for i, s := range d.streams {
-		ds, err := d.datastream(s, dsEnv, thing)
-		if err != nil {
-			return nil, d.fail(-1, nil, "datastreams[%d] %q: %v", i, s.name, err)
-		}
-		res.Datastreams = append(res.Datastreams, ds)
-		refs[i] = sta.Ref{Name: ds.Name, SensusID: ds.SensusID}
-	}
-
-	var feature *sta.Ref
-	if d.feature != nil {
-		name, err := d.feature.eval(tplEnv)
-		if err != nil {
-			return nil, d.fail(-1, nil, "featureOfInterest: %v", err)
-		}
-		if name != "" {
-			feature = &sta.Ref{Name: name}
-		}
-	}
+	res.Things, res.Datastreams = ents.things, ents.dss
+	refs, feature := ents.refs, ents.feature
 
 	// Observations and alarms, record by record.
 	state := alarmState{in: env.Alarms, changes: map[string]bool{}}
