@@ -79,6 +79,7 @@ type Pipeline struct {
 
 	entMu    sync.Mutex
 	entities map[string]string // sensusID → definition hash already stored
+	stored   map[string]any    // sensusID → the decoder's entity value stored last (by address)
 
 	// Frames of one source are decoded one at a time, so that alarm
 	// raise/clear decisions see the previous frame's outcome.
@@ -91,7 +92,7 @@ func New(o Options, set *decoders.Set, reg *devices.Registry) (*Pipeline, error)
 	if reg == nil {
 		reg = devices.Empty()
 	}
-	p := &Pipeline{o: o, alarms: map[string]bool{}, entities: map[string]string{}, seed: maphash.MakeSeed()}
+	p := &Pipeline{o: o, alarms: map[string]bool{}, entities: map[string]string{}, stored: map[string]any{}, seed: maphash.MakeSeed()}
 	p.decoders.Store(set)
 	p.devices.Store(reg)
 	if o.State != nil {
@@ -213,33 +214,52 @@ func (p *Pipeline) emit(ctx context.Context, frames []*adapters.Frame, errs []er
 
 	set := p.decoders.Load()
 	alarms := p.alarmSnapshot()
-	ok := make([]decoded, 0, len(frames))
-	for i, f := range frames {
-		res, err := p.decode(ctx, set, f, alarms, replay)
-		if err != nil {
-			errs[i] = err
+	// Decoded frames are stored maxDecoded at a time: a decoded frame
+	// (records, entities, parameter maps) weighs a few KB where its line
+	// weighed tens of bytes, and every connection of a busy listener hands
+	// over a thousand lines at once. A store that fails fails the frames
+	// after it too: none may be queued behind one that is not.
+	ok := make([]decoded, 0, min(len(frames), maxDecoded))
+	for i := 0; i < len(frames); {
+		ok = ok[:0]
+		for ; i < len(frames) && len(ok) < maxDecoded; i++ {
+			f := frames[i]
+			res, err := p.decode(ctx, set, f, alarms, replay)
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			// Later frames of the batch see this frame's alarm changes, as
+			// they would had they come one by one.
+			for k, v := range res.AlarmChanges {
+				alarms[k] = v
+			}
+			ok = append(ok, decoded{f: f, res: res, i: i})
+		}
+		if len(ok) == 0 {
 			continue
 		}
-		// Later frames of the batch see this frame's alarm changes, as
-		// they would had they come one by one.
-		for k, v := range res.AlarmChanges {
-			alarms[k] = v
+		err := p.store(ctx, ok)
+		result := "decoded"
+		if err != nil {
+			result = "failed"
 		}
-		ok = append(ok, decoded{f: f, res: res, i: i})
-	}
-	if len(ok) == 0 {
-		return
-	}
-	err := p.store(ctx, ok)
-	result := "decoded"
-	if err != nil {
-		result = "failed"
-	}
-	for _, d := range ok {
-		errs[d.i] = err
-		framesIn.WithLabelValues(d.f.Adapter, result).Inc()
+		for _, d := range ok {
+			errs[d.i] = err
+			framesIn.WithLabelValues(d.f.Adapter, result).Inc()
+		}
+		if err != nil {
+			for ; i < len(frames); i++ {
+				errs[i] = err
+			}
+		}
+		clear(ok) // let the stored results go
 	}
 }
+
+// maxDecoded bounds the decoded frames of one batch held before their
+// records are stored.
+const maxDecoded = 64
 
 // decode decodes one frame; a frame that cannot be decoded is
 // dead-lettered (a *RejectedError when that worked).
@@ -395,9 +415,15 @@ func (p *Pipeline) store(ctx context.Context, batch []decoded) error {
 }
 
 // storeEntities records a frame's thing and datastreams in the state store
-// (when they changed).
+// (when they changed). A decoder hands out the same entities for every
+// frame of a device when only the device shapes them: those are recognised
+// by address and cost nothing.
 func (p *Pipeline) storeEntities(res *decoders.Result) error {
-	for _, th := range res.Things {
+	for i := range res.Things {
+		th := &res.Things[i]
+		if p.sameEntity(th.SensusID, th) {
+			continue
+		}
 		body, err := json.Marshal(th)
 		if err != nil {
 			return err
@@ -405,8 +431,13 @@ func (p *Pipeline) storeEntities(res *decoders.Result) error {
 		if err := p.upsert(th.SensusID, body, func() (bool, error) { return p.o.State.UpsertThing(th.SensusID, body) }); err != nil {
 			return fmt.Errorf("store thing %s: %w", th.SensusID, err)
 		}
+		p.rememberEntity(th.SensusID, th)
 	}
-	for _, ds := range res.Datastreams {
+	for i := range res.Datastreams {
+		ds := &res.Datastreams[i]
+		if p.sameEntity(ds.SensusID, ds) {
+			continue
+		}
 		body, err := json.Marshal(ds)
 		if err != nil {
 			return err
@@ -416,8 +447,23 @@ func (p *Pipeline) storeEntities(res *decoders.Result) error {
 		}); err != nil {
 			return fmt.Errorf("store datastream %s: %w", ds.SensusID, err)
 		}
+		p.rememberEntity(ds.SensusID, ds)
 	}
 	return nil
+}
+
+// sameEntity reports whether ent (a *sta.Thing or *sta.Datastream) is the
+// very value stored last under key.
+func (p *Pipeline) sameEntity(key string, ent any) bool {
+	p.entMu.Lock()
+	defer p.entMu.Unlock()
+	return p.stored[key] == ent
+}
+
+func (p *Pipeline) rememberEntity(key string, ent any) {
+	p.entMu.Lock()
+	p.stored[key] = ent
+	p.entMu.Unlock()
 }
 
 // upsert calls store only when the definition changed since this process
