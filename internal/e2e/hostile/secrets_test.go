@@ -230,3 +230,35 @@ func TestNoSecretInLogsMetricsOrCheck(t *testing.T) {
 	t.Logf("%d log lines at trace level, %d bytes of /metrics, `vigd check` %q: no secret in any (%d secrets searched)",
 		lines, len(metrics), strings.TrimSpace(string(check)), len(secrets))
 }
+
+// A secret file every user can read is named in a warning at every start
+// and by `vigd check`, without its content.
+func TestWorldReadableSecretWarned(t *testing.T) {
+	e := newEnv(t)
+	e.startSim()
+	if err := os.Chmod(e.secretFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := testpeers.FreeAddr(t)
+	d := e.startVigd(e.baseConfig(httpAddr, "info")+fmt.Sprintf(`adapters:
+  - name: lines
+    kind: tcp
+    decoder: counter
+    listen: %s
+`, testpeers.FreeAddr(t)), httpAddr)
+	d.stop()
+	warned := logLines(d.log(), "secret file readable by every user")
+	if len(warned) != 1 || warned[0]["level"] != "warning" || warned[0]["file"] != e.secretFile || warned[0]["key"] != "forwarder.secret_file" {
+		t.Fatalf("start warnings %v", warned)
+	}
+	out, err := exec.Command(testpeers.Binary(t, "vigd"), "check", "-c", filepath.Join(e.dir, "vigd.yaml")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("vigd check: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "warning: "+e.secretFile+" (forwarder.secret_file) holds a secret and is readable by every user (mode 0644)") {
+		t.Fatalf("vigd check said %q", out)
+	}
+	if strings.Contains(d.log()+string(out), e.secret) {
+		t.Fatal("the secret itself was printed")
+	}
+}
