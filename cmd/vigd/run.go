@@ -55,7 +55,8 @@ type daemonState struct {
 	running  map[string]*runningAdapter // by adapter name
 	adapters sync.WaitGroup
 
-	stopping atomic.Bool // the graceful stop has begun (STATUS says so)
+	stopping   atomic.Bool   // the graceful stop has begun (STATUS says so)
+	fwdTimeout time.Duration // forwarder.timeout, for the readiness check
 }
 
 type runningAdapter struct {
@@ -122,6 +123,7 @@ func Run(ctx context.Context, path string, logOut io.Writer) error {
 		}
 		d.log.WithFields(logrus.Fields{"address": addr.String(), "tls": tc != nil}).Info("http endpoint listening")
 	}
+	d.fwdTimeout = cfg.Forwarder.Timeout.D()
 	d.addStoreChecks()
 	current.Store(d.health)
 	defer current.CompareAndSwap(d.health, nil)
@@ -250,8 +252,14 @@ func (d *daemonState) addStoreChecks() {
 			return true, fmt.Sprintf("writable, backlog %d records, %d bytes", st.Records, st.Bytes)
 		})
 	}
+	// A loop that has shown no progress for twice the request timeout (at
+	// least a minute) is stuck, whatever its last state says.
+	stall := max(2*d.fwdTimeout, time.Minute)
 	d.health.set("forwarder", func() (bool, string) {
 		st := d.fwd.Status()
+		if ok, since := d.fwd.Alive(stall); !ok && st.State != "stopped" && st.State != "starting" {
+			return false, fmt.Sprintf("%s; loop without progress for %s", st.String(), since.Round(time.Second))
+		}
 		return st.State != "refused", st.String()
 	})
 }
