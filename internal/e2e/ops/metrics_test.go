@@ -72,6 +72,8 @@ func TestMetricsMatchTraffic(t *testing.T) {
 		{"vigd_queue_evicted_records_total", []string{"queue", "data"}, 0},
 		{"vigd_forwarder_records_total", []string{"result", "accepted"}, 0},
 		{"vigd_ready", nil, 1},
+		{"vigd_readiness_check", []string{"check", "adapter/tcp-a"}, 1},
+		{"vigd_readiness_check", []string{"check", "queue/data"}, 1},
 	}
 	check := func(m metrics) {
 		t.Helper()

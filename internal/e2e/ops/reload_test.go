@@ -271,6 +271,18 @@ func TestReloadUnderTraffic(t *testing.T) {
 	if n := logCount("queue opened"); n != 2 {
 		t.Errorf("%d \"queue opened\" lines, want 2 (data and alarms, once)", n)
 	}
+	if n, _ := m.get("vigd_readiness_check", "check", "adapter/mqtt-in"); n != 1 {
+		t.Errorf("vigd_readiness_check{check=adapter/mqtt-in} = %v while connected", n)
+	}
+	// The adapter's connection state follows the broker.
+	broker.Stop()
+	waitFor(t, 20*time.Second, "mqtt-in reported down in /metrics", func() bool {
+		m := v.scrape(t)
+		up, _ := m.get("vigd_readiness_check", "check", "adapter/mqtt-in")
+		conn, _ := m.get("vigd_mqtt_connected", "adapter", "mqtt-in")
+		ready, _ := m.get("vigd_ready")
+		return up == 0 && conn == 0 && ready == 0
+	})
 	v.stop()
 
 	checkLogs(t, v.log(), map[string]string{"API secret": w.secret, "MQTT password": mqttPass, "publisher password": pubPass})
