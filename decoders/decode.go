@@ -70,7 +70,7 @@ type record struct {
 }
 
 func newRecord(off int, label string) *record {
-	return &record{off: off, label: label, vars: map[string]any{}, exact: map[string]string{}, missing: map[string]string{}}
+	return &record{off: off, label: label, vars: make(map[string]any, 8), exact: make(map[string]string, 8), missing: map[string]string{}}
 }
 
 // setNumber stores a numeric field with its exact text.
@@ -168,7 +168,8 @@ type Decoder struct {
 	params      []computed
 	streams     []*stream
 	alarms      []*alarmRule
-	ents        entityCache // entities per device, when only the device shapes them
+	ents        entityCache     // entities per device, when only the device shapes them
+	reads       map[string]bool // every name the decoder's expressions read (see uses)
 	examples    []exampleConfig
 	exampleAt   []pos
 	dir         string
@@ -179,6 +180,10 @@ type namedTemplate struct {
 	name string
 	t    *template
 }
+
+// uses reports whether an expression of the decoder may read the variable:
+// Decode does not build the ones none reads.
+func (d *Decoder) uses(name string) bool { return d.reads[name] || d.reads["$env"] }
 
 // Name is the decoder's name.
 func (d *Decoder) Name() string { return d.name }
@@ -231,8 +236,20 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 		return nil, d.fail(-1, err, "%v", err)
 	}
 	res := &Result{}
-	base := map[string]any{"frame": frameVars(f), "decoder": d.name}
-	maps.Copy(base, p.vars)
+	// The variables no expression of the decoder reads are not built.
+	var frameVal any
+	if d.uses("frame") {
+		frameVal = frameVars(f)
+	}
+	newEnv := func(size int) map[string]any {
+		e := make(map[string]any, len(p.vars)+size+8)
+		e["decoder"] = d.name
+		if frameVal != nil {
+			e["frame"] = frameVal
+		}
+		maps.Copy(e, p.vars)
+		return e
+	}
 
 	// Fields and computed values of each record.
 	var recs []*record
@@ -245,8 +262,7 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 			}
 			return nil, d.fail(r.err.off, nil, "%s: %s", r.label, r.err.msg)
 		}
-		e := make(map[string]any, len(base)+len(r.vars)+8)
-		maps.Copy(e, base)
+		e := newEnv(len(r.vars))
 		maps.Copy(e, r.vars)
 		for _, c := range d.computedFor(r.group) {
 			v, err := run(c.prog, e)
@@ -281,17 +297,22 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 		envs = append(envs, e)
 	}
 
-	// Identity and device.
+	// Identity and device. Without records, the frame-level variables
+	// are what the identity and the templates see.
+	var base map[string]any
+	if len(envs) == 0 {
+		base = newEnv(0)
+	}
 	idEnv := base
 	if len(envs) > 0 {
 		idEnv = envs[0]
 	}
 	idv, err := run(d.identity, idEnv)
-	var fe *FailError
-	if errors.As(err, &fe) {
-		return nil, d.fail(-1, nil, "%s", fe.Msg)
-	}
 	if err != nil {
+		var fe *FailError
+		if errors.As(err, &fe) {
+			return nil, d.fail(-1, nil, "%s", fe.Msg)
+		}
 		return nil, d.fail(-1, nil, "identity: %v", err)
 	}
 	identity := strings.TrimSpace(display(idv))
@@ -319,18 +340,24 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 		return nil, d.fail(-1, nil, "device %q has no customerId (set it in the device registry, the adapter or the default customer)", dev.ID)
 	}
 	res.Device = dev
-	devVars := map[string]any{
-		"identity":   identity,
-		"deviceId":   dev.ID,
-		"customerId": dev.CustomerID,
-		"device": map[string]any{
+	var device map[string]any
+	if d.uses("device") {
+		device = map[string]any{
 			"id": dev.ID, "customerId": dev.CustomerID, "name": dev.Name,
 			"description": dev.Description, "properties": dev.Properties,
-		},
+		}
 	}
-	maps.Copy(base, devVars)
+	setDev := func(e map[string]any) {
+		e["identity"], e["deviceId"], e["customerId"] = identity, dev.ID, dev.CustomerID
+		if device != nil {
+			e["device"] = device
+		}
+	}
+	if base != nil {
+		setDev(base)
+	}
 	for _, e := range envs {
-		maps.Copy(e, devVars)
+		setDev(e)
 	}
 	// Thing, datastream and feature templates see the frame, the device
 	// and the fields of the first record (a serial number in the payload).
@@ -348,7 +375,8 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 	refs, feature := ents.refs, ents.feature
 
 	// Observations and alarms, record by record.
-	state := alarmState{in: env.Alarms, changes: map[string]bool{}}
+	state := alarmState{in: env.Alarms}
+	res.Observations = make([]sta.Observation, 0, len(recs)*len(d.streams))
 	for i, r := range recs {
 		e := envs[i]
 		t, ok, why := d.recordTime(e, f)
@@ -356,20 +384,23 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 			res.Skipped = append(res.Skipped, fmt.Sprintf("%s: record left out: %s", r.label, why))
 			continue
 		}
-		e["recordTime"] = t
+		if d.uses("recordTime") {
+			e["recordTime"] = t
+		}
 		common, perr := evalParams(d.params, e)
 		if perr != nil {
 			res.Skipped = append(res.Skipped, fmt.Sprintf("%s: parameters: %v", r.label, perr))
 		}
+		ts := rfc3339(t)
 		for si, s := range d.streams {
-			obs, skip := d.observe(s, r, e, t, common)
+			obs, ok, skip := d.observe(s, r, e, t, ts, common)
 			if skip != "" {
 				res.Skipped = append(res.Skipped, fmt.Sprintf("%s %s: %s", r.label, s.name, skip))
 			}
-			if obs != nil {
+			if ok {
 				obs.Datastream = refs[si]
 				obs.FeatureOfInterest = feature
-				res.Observations = append(res.Observations, *obs)
+				res.Observations = append(res.Observations, obs)
 			}
 		}
 		for _, a := range d.alarms {
@@ -578,17 +609,18 @@ func evalParams(ps []computed, e map[string]any) (map[string]any, error) {
 	return out, nil
 }
 
-// observe makes the observation of one datastream for one record. A nil
-// observation with an empty reason means the record has nothing for this
+// observe makes the observation of one datastream for one record. No
+// observation (false) with an empty reason means the record has nothing for this
 // datastream (a GGA has no speed); a reason says why a value was left out.
-func (d *Decoder) observe(s *stream, r *record, e map[string]any, t time.Time, common map[string]any) (*sta.Observation, string) {
+func (d *Decoder) observe(s *stream, r *record, e map[string]any, t time.Time, ts string, common map[string]any) (sta.Observation, bool, string) {
+	var none sta.Observation
 	if s.when != nil {
 		v, err := run(s.when, e)
 		if err != nil {
-			return nil, "when: " + err.Error()
+			return none, false, "when: " + err.Error()
 		}
 		if b, _ := v.(bool); !b {
-			return nil, ""
+			return none, false, ""
 		}
 	}
 	var v any
@@ -597,26 +629,26 @@ func (d *Decoder) observe(s *stream, r *record, e map[string]any, t time.Time, c
 		var present bool
 		v, present = e[s.valueField]
 		if why, ok := r.missing[s.valueField]; ok {
-			return nil, why
+			return none, false, why
 		}
 		if !present || v == nil {
-			return nil, ""
+			return none, false, ""
 		}
 		exact = r.exact[s.valueField]
 	} else {
 		var err error
 		if v, err = run(s.value, e); err != nil {
-			return nil, "value: " + err.Error()
+			return none, false, "value: " + err.Error()
 		}
 		if v == nil {
-			return nil, ""
+			return none, false, ""
 		}
 	}
 	result, num, err := encodeResult(s.obsType, v, exact)
 	if err != nil {
-		return nil, err.Error()
+		return none, false, err.Error()
 	}
-	obs := &sta.Observation{PhenomenonTime: rfc3339(t), ResultTime: rfc3339(t), Result: result}
+	obs := sta.Observation{PhenomenonTime: ts, ResultTime: ts, Result: result}
 	if s.phenTime != nil {
 		pv, err := run(s.phenTime, e)
 		if err == nil && pv != nil {
@@ -626,7 +658,7 @@ func (d *Decoder) observe(s *stream, r *record, e map[string]any, t time.Time, c
 			}
 		}
 		if err != nil {
-			return nil, "phenomenonTime: " + err.Error()
+			return none, false, "phenomenonTime: " + err.Error()
 		}
 	}
 	params := maps.Clone(common)
@@ -639,7 +671,7 @@ func (d *Decoder) observe(s *stream, r *record, e map[string]any, t time.Time, c
 		}
 		if flag != "" {
 			if s.rangeDrop {
-				return nil, fmt.Sprintf("%s outside range %s", string(result), rangeText(s.min, s.max))
+				return none, false, fmt.Sprintf("%s outside range %s", string(result), rangeText(s.min, s.max))
 			}
 			if params == nil {
 				params = map[string]any{}
@@ -650,7 +682,7 @@ func (d *Decoder) observe(s *stream, r *record, e map[string]any, t time.Time, c
 	if len(s.params) > 0 {
 		p, err := evalParams(s.params, e)
 		if err != nil {
-			return nil, "parameters: " + err.Error()
+			return none, false, "parameters: " + err.Error()
 		}
 		if params == nil && len(p) > 0 {
 			params = map[string]any{}
@@ -660,7 +692,7 @@ func (d *Decoder) observe(s *stream, r *record, e map[string]any, t time.Time, c
 	if len(params) > 0 {
 		obs.Parameters = params
 	}
-	return obs, ""
+	return obs, true, ""
 }
 
 func rangeText(min, max *float64) string {
@@ -758,7 +790,12 @@ func (s *alarmState) active(key string) bool {
 	return s.in[key]
 }
 
-func (s *alarmState) set(key string, v bool) { s.changes[key] = v }
+func (s *alarmState) set(key string, v bool) {
+	if s.changes == nil {
+		s.changes = map[string]bool{}
+	}
+	s.changes[key] = v
+}
 
 // AlarmKey is the key of an alarm rule's state for a device in Env.Alarms
 // and Result.AlarmChanges: "{rule}@{deviceId}". It leaves the decoder out

@@ -86,3 +86,40 @@ func TestEntitiesReadingTheFrameAreNotCached(t *testing.T) {
 		t.Fatalf("properties %v %v", a1.Things[0].Properties, a2.Things[0].Properties)
 	}
 }
+
+// Variables no expression reads are not built; the ones read still are,
+// and $env reads them all.
+func TestUnreadVariablesOnlyAreLeftOut(t *testing.T) {
+	const src = `name: vars
+format: text
+text: {columns: [id, v], text_columns: [id]}
+identity: id
+parameters:
+  dev: device.name
+  at: recordTime
+  via: frame.source
+  all: $env["deviceId"]
+datastreams:
+  - {name: v}
+`
+	d, err := LoadBytes("v.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := Env{Lookup: func(id string) (Device, bool) { return Device{ID: id, CustomerID: "047", Name: "Pump"}, true }}
+	res, err := d.Decode(&adapters.Frame{Payload: []byte("A,1"), Source: "10.0.0.1:9", Received: time.Unix(7, 0)}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := res.Observations[0].Parameters
+	if p["dev"] != "Pump" || p["at"] != "1970-01-01T00:00:07Z" || p["via"] != "10.0.0.1:9" || p["all"] != "A" {
+		t.Fatalf("parameters %v", p)
+	}
+	plain, err := LoadBytes("c.yaml", []byte(cachedDecoder))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.uses("frame") || plain.uses("device") || plain.uses("recordTime") || !plain.uses("id") {
+		t.Fatalf("reads %v", plain.reads)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/expr-lang/expr"
@@ -359,6 +360,9 @@ func loadZone(name string) (*time.Location, error) {
 // the line of the expression.
 type exprCompiler struct {
 	d *yamlDec
+	// reads is every name any compiled expression reads: a decoder none
+	// of whose expressions reads frame does not get it built per frame.
+	reads map[string]bool
 }
 
 // compile compiles src found at path. known lists the names the expression
@@ -382,6 +386,12 @@ func (c *exprCompiler) compile(src, path string, known map[string]bool, opts ...
 		}
 		c.d.errs = append(c.d.errs, &ConfigError{File: c.d.file, Line: line, Col: col, Path: path, Msg: "expression: " + oneLine(msg)})
 		return nil
+	}
+	if c.reads == nil {
+		c.reads = map[string]bool{}
+	}
+	for _, id := range readNames(prog) {
+		c.reads[id] = true
 	}
 	if callsNow(prog) {
 		c.d.errAt(path, "now() is not available: decoders are pure (use frame.received)")
@@ -413,6 +423,14 @@ func (v *identVisitor) Visit(n *ast.Node) {
 			v.calls = append(v.calls, id.Value)
 		}
 	}
+}
+
+// readNames lists the identifiers a program reads.
+func readNames(prog *vm.Program) []string {
+	v := &identVisitor{lets: map[string]bool{}}
+	n := prog.Node()
+	ast.Walk(&n, v)
+	return v.ids
 }
 
 // callsNow reports whether the program calls now(), which decoders may not
@@ -460,9 +478,14 @@ func sortedKeys(m map[string]bool) string {
 	return strings.Join(k, ", ")
 }
 
+// vms are reused: expr.Run makes a VM (and its stack) per run.
+var vms = sync.Pool{New: func() any { return new(vm.VM) }}
+
 // run evaluates a program.
 func run(p *vm.Program, env map[string]any) (any, error) {
-	v, err := expr.Run(p, env)
+	m := vms.Get().(*vm.VM)
+	v, err := m.Run(p, env)
+	vms.Put(m)
 	if err != nil {
 		var fe *FailError
 		if errors.As(err, &fe) {

@@ -129,6 +129,7 @@ func compileFile(file string, data []byte) (*Decoder, []error) {
 	}
 	c := &compiler{d: yd, ec: &exprCompiler{d: yd}}
 	dec := c.compile(&cfg)
+	dec.reads = c.ec.reads
 	if len(yd.errs) > 0 {
 		sortErrs(yd.errs)
 		return nil, yd.errs

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -26,6 +27,10 @@ type textEngine struct {
 	textCols map[string]bool
 	missing  map[string]bool
 }
+
+// noHeader and noUnits are the header and units of a frame without a
+// header block; shared, expressions only read them.
+var noHeaderVal, noUnitsVal any = [][]string{}, map[string]any{}
 
 var defaultMissing = []string{"NAN", "NaN", "nan", "INF", "+INF", "-INF", "Inf", "-Inf", ""}
 
@@ -134,7 +139,7 @@ func (e *textEngine) parse(payload []byte) (*parsed, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &parsed{vars: map[string]any{"header": [][]string{}, "units": map[string]any{}}}
+	p := &parsed{vars: map[string]any{"header": noHeaderVal, "units": noUnitsVal}}
 	names := e.columns
 	if h := e.header; h != nil && len(lines) > 0 {
 		present := true
@@ -180,7 +185,7 @@ func (e *textEngine) parse(payload []byte) (*parsed, error) {
 		return nil, perr(lines[0].off, "no column names: the frame has no header and the decoder no columns")
 	}
 	for _, l := range lines {
-		r := newRecord(l.off, fmt.Sprintf("line %d", l.line))
+		r := newRecord(l.off, "line "+strconv.Itoa(l.line))
 		r.vars["line"] = l.line
 		if len(l.fields) != len(names) {
 			r.err = perr(l.off, "%d fields, want %d (%s…)", len(l.fields), len(names), names[0])
