@@ -348,6 +348,13 @@ func (p *Pipeline) store(ctx context.Context, batch []decoded) error {
 	var alarmRecs, recs []queue.Record
 	nObs, nRaw := 0, 0
 	for _, d := range batch {
+		nObs += len(d.res.Observations)
+	}
+	// The batch's observation bodies, back to back in one allocation (the
+	// queue copies them as it appends).
+	slab := make([]byte, 0, nObs*256)
+	nObs = 0
+	for _, d := range batch {
 		res := d.res
 		dev := res.Device
 		thingRef := dev.ID + "@" + dev.CustomerID
@@ -363,11 +370,13 @@ func (p *Pipeline) store(ctx context.Context, batch []decoded) error {
 		}
 		for i := range res.Observations {
 			o := &res.Observations[i]
-			body, err := json.Marshal(o)
-			if err != nil {
+			start := len(slab)
+			var err error
+			if slab, err = appendObservation(slab, o); err != nil {
 				return err
 			}
-			recs = append(recs, queue.Record{Kind: queue.Observation, DeviceID: dev.ID, CustomerID: dev.CustomerID, Ref: o.Datastream.SensusID, Body: body})
+			recs = append(recs, queue.Record{Kind: queue.Observation, DeviceID: dev.ID, CustomerID: dev.CustomerID, Ref: o.Datastream.SensusID,
+				Body: slab[start:len(slab):len(slab)]})
 		}
 		nObs += len(res.Observations)
 		if p.o.RawFrames == "all" {
