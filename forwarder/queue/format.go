@@ -116,9 +116,8 @@ func (c *stringCache) get(slot *string, b []byte) string {
 	return *slot
 }
 
-// decodePayload decodes p into r. The body is copied into slab (which the
-// caller sizes to hold every body of a batch) so that it does not alias the
-// read buffer; the grown slab is returned.
+// decodePayload decodes p into r. The body is copied into slab so that it
+// does not alias the read buffer; the slab to use next is returned.
 func decodePayload(p []byte, r *Record, sc *stringCache, slab []byte) ([]byte, error) {
 	if len(p) < minPayload {
 		return slab, errGarbled
@@ -145,6 +144,12 @@ func decodePayload(p []byte, r *Record, sc *stringCache, slab []byte) ([]byte, e
 	if len(rest) == 0 {
 		r.Body = nil
 		return slab, nil
+	}
+	if cap(slab)-len(slab) < len(rest) {
+		// A fresh slab, never a grown copy: the bodies handed out keep the
+		// old one alive, so growing by append would hold every
+		// intermediate size at once (about 5× the bodies of a large read).
+		slab = make([]byte, 0, max(cap(slab), len(rest)))
 	}
 	start := len(slab)
 	slab = append(slab, rest...)
