@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -137,13 +139,23 @@ type streamDevice struct {
 	n     int
 	chunk int
 	acks  atomic.Int64
-	err   atomic.Value // error
+
+	mu  sync.Mutex
+	err error // the first failure
+}
+
+func (d *streamDevice) fail(err error) {
+	d.mu.Lock()
+	if d.err == nil {
+		d.err = err
+	}
+	d.mu.Unlock()
 }
 
 func (d *streamDevice) run(ctx context.Context, addr string) {
 	c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", addr)
 	if err != nil {
-		d.err.Store(err)
+		d.fail(err)
 		return
 	}
 	defer c.Close()
@@ -155,6 +167,8 @@ func (d *streamDevice) run(ctx context.Context, addr string) {
 		buf := make([]byte, 64<<10)
 		var total int64
 		for total < int64(d.n)*4 {
+			// No ACK for two minutes is a failure, not a hang.
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Minute))
 			m, err := c.Read(buf)
 			if m > 0 {
 				total += int64(m)
@@ -162,7 +176,7 @@ func (d *streamDevice) run(ctx context.Context, addr string) {
 			}
 			if err != nil {
 				if ctx.Err() == nil {
-					d.err.Store(err)
+					d.fail(err)
 				}
 				return
 			}
@@ -177,8 +191,9 @@ func (d *streamDevice) run(ctx context.Context, addr string) {
 		}
 		if _, err := c.Write(b); err != nil {
 			if ctx.Err() == nil {
-				d.err.Store(err)
+				d.fail(err)
 			}
+			c.Close() // the reader stops too
 			break
 		}
 	}
@@ -186,8 +201,7 @@ func (d *streamDevice) run(ctx context.Context, addr string) {
 }
 
 func (d *streamDevice) failed() error {
-	if e, ok := d.err.Load().(error); ok {
-		return e
-	}
-	return nil
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -61,6 +63,8 @@ func startProc(t testing.TB, logPath string, stdout io.Writer, bin string, args 
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
+	// A test binary that dies (a panic, a timeout) takes its processes with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = lf
 	cmd.Stdout = lf
 	if stdout != nil {
@@ -363,6 +367,7 @@ func (c vigdConf) yaml() string {
     reply: "ACK\n"
     reply_rejected: "NAK\n"
     max_connections: 512
+    max_connections_per_ip: 0
 `, def(c.Decoder, "counter"), c.TCP)
 	return b.String()
 }
@@ -476,7 +481,12 @@ func newEnv(t testing.TB, simFlags []string, tweak func(*vigdConf)) *env {
 	e.vigd = &vigdProc{t: t, bin: bin, conf: conf,
 		cfgPath: filepath.Join(dir, "vigd.yaml"), logPath: filepath.Join(dir, "vigd.log")}
 	e.vigd.writeConfig()
-	t.Cleanup(func() { e.vigd.shutdown() })
+	t.Cleanup(func() {
+		e.vigd.shutdown()
+		if t.Failed() {
+			t.Logf("vigd log (end):\n%s\neventstore-sim log (end):\n%s", tail(e.vigd.logPath, 60), tail(e.sim.logPath, 20))
+		}
+	})
 	return e
 }
 
