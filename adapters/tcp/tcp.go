@@ -337,8 +337,11 @@ func (l *Listener) serve(ctx context.Context, c net.Conn, sink adapters.Sink) {
 		errs    []error
 		replies []byte
 	)
+	trace := log.Logger.IsLevelEnabled(logrus.TraceLevel)
 	newFrame := func(fm framing.Frame) *adapters.Frame {
-		log.WithFields(logrus.Fields{"offset": fm.Offset, "bytes": len(fm.Data)}).Trace("frame received")
+		if trace {
+			log.WithFields(logrus.Fields{"offset": fm.Offset, "bytes": len(fm.Data)}).Trace("frame received")
+		}
 		return &adapters.Frame{
 			Adapter:  l.name,
 			Kind:     Kind,
