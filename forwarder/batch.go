@@ -121,6 +121,11 @@ func (b *batch) body() []byte {
 		return withBatchID(b.items[0].body, b.id)
 	}
 	var buf bytes.Buffer
+	n := envelope
+	for i := range b.items {
+		n += len(b.items[i].body) + 1
+	}
+	buf.Grow(n)
 	str := func(s string) {
 		q, _ := json.Marshal(s)
 		buf.Write(q)

@@ -57,6 +57,13 @@ const (
 	windowRecords = 64 << 10
 )
 
+// While a window lingers, new records are read at most every gatherEvery,
+// readChunk bytes at a time.
+const (
+	gatherEvery = 10 * time.Millisecond
+	readChunk   = 256 << 10
+)
+
 // resolvedEvery is how often, while a window is being delivered, the
 // batches resolved so far are written to the state store. Between writes a
 // crash costs re-posting them (the server answers 409, taken as accepted),
@@ -541,15 +548,33 @@ func (f *Forwarder) formWindow(ctx context.Context, qi *qinfo) ([]queue.Entry, w
 			case <-ctx.Done():
 				return nil, window{}, ctx.Err()
 			case <-qi.q.Notify():
+				// Appends come one group commit at a time: gather a
+				// few before reading again (real time: pacing, not a
+				// wait the clock should see).
+				t := time.NewTimer(min(left, gatherEvery))
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return nil, window{}, ctx.Err()
+				case <-t.C:
+				}
 			case <-f.clock.After(left):
 			}
-			// Only what came after the records in hand is read.
-			more, err := f.read(ctx, qi, es[len(es)-1].Next, maxN-len(es), maxB-size)
-			if err != nil {
-				return nil, window{}, err
+			// Only what came after the records in hand is read, in
+			// chunks (a read sizes its buffer by what it may return).
+			for len(es) < maxN && size < maxB {
+				want := min(maxB-size, readChunk)
+				more, err := f.read(ctx, qi, es[len(es)-1].Next, maxN-len(es), want)
+				if err != nil {
+					return nil, window{}, err
+				}
+				es = append(es, more...)
+				n := bodyBytes(more)
+				size += n
+				if n < want/2 {
+					break // caught up
+				}
 			}
-			es = append(es, more...)
-			size += bodyBytes(more)
 		}
 	}
 	w := window{Start: es[0].Pos, End: es[len(es)-1].Next, N: len(es)}
