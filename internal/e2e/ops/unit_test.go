@@ -2,6 +2,7 @@ package ops
 
 import (
 	"bufio"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,4 +210,20 @@ func TestPackagedConfigChecks(t *testing.T) {
 		t.Fatalf("vigd check on the packaged config: %v\n%s", err, out)
 	}
 	t.Logf("%s", strings.TrimSpace(string(out)))
+}
+
+// TestRunBrokenConfigExits78: `vigd run` on a broken config exits with 78
+// (EX_CONFIG), which the unit's RestartPreventExitStatus=78 keeps from
+// restarting in a loop, and says where the mistake is.
+func TestRunBrokenConfigExits78(t *testing.T) {
+	w := newWorld(t)
+	cfg := w.writeConfig(conf{HTTP: testpeers.FreeAddr(t), Adapters: tcpAdapter("devices", testpeers.FreeAddr(t)) + "    colour: blue\n"})
+	out, err := exec.Command(testpeers.Binary(t, "vigd"), "run", "-c", cfg).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 78 {
+		t.Fatalf("vigd run on a broken config: %v, want exit status 78\n%s", err, out)
+	}
+	if !strings.Contains(string(out), cfg+":") || !strings.Contains(string(out), "colour") {
+		t.Fatalf("the error does not point at the mistake:\n%s", out)
+	}
 }
