@@ -33,6 +33,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	setMemoryLimit()
 	ctx, cancel := signalContext()
 	defer cancel()
 	return Run(ctx, *path, stderr)
