@@ -575,7 +575,13 @@ func (d *daemonState) status() string {
 // alive reports whether the pipeline moves (see watchdog), and why not.
 func (d *daemonState) alive(stall time.Duration) (bool, string) {
 	for _, q := range []*queue.Disk{d.data, d.alarms} {
-		if err := q.Health(); err != nil {
+		err := q.Health()
+		// A full or read-only disk answers at once: vigd is degraded, not
+		// wedged — readiness and STATUS say so, adapters are slowed, and it
+		// heals by itself when space returns. A restart would only drop
+		// connections, so the pings go on. Any other write error (EIO, a
+		// hung device) withholds them.
+		if err != nil && !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EROFS) && !errors.Is(err, syscall.EDQUOT) {
 			return false, fmt.Sprintf("queue %s cannot write: %v", filepath.Base(q.Dir()), err)
 		}
 	}
