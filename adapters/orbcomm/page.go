@@ -219,7 +219,7 @@ func parsePayload(raw json.RawMessage) (*Payload, error) {
 	for i, fr := range w.Fields {
 		var wf wireField
 		if err := json.Unmarshal(fr, &wf); err != nil {
-			return nil, fmt.Errorf("Fields[%d]: %v", i, err)
+			return nil, fmt.Errorf("field %d of Payload.Fields: %v", i, err)
 		}
 		f := Field{Name: wf.Name, Type: wf.Type, Raw: fr}
 		if len(wf.Value) > 0 {
