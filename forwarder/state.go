@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -165,64 +166,127 @@ func (s *State) UpsertDatastream(sensusID, thingSensusID string, body []byte) (c
 }
 
 func (s *State) upsert(k EntityKind, sid, thing string, body []byte) (bool, error) {
-	if sid == "" {
-		return false, fmt.Errorf("state: %s without sensusID", k)
+	n, err := s.UpsertAll([]Upsert{{Kind: k, SensusID: sid, Thing: thing, Body: body}})
+	return n > 0, err
+}
+
+// Upsert is one entity definition for UpsertAll: a thing (Thing empty) or
+// a datastream of the thing Thing.
+type Upsert struct {
+	Kind     EntityKind
+	SensusID string
+	Thing    string
+	Body     []byte
+}
+
+// UpsertAll is UpsertThing and UpsertDatastream for several definitions:
+// those that changed are written with one durable transaction (one fsync
+// for a batch of new devices instead of one per entity). It returns how
+// many changed.
+func (s *State) UpsertAll(us []Upsert) (int, error) {
+	type write struct {
+		u      *Upsert
+		ck, cv string
+		v      []byte
+		iotID  string
 	}
-	if !json.Valid(body) {
-		return false, fmt.Errorf("state: %s %s: body is not JSON", k, sid)
+	var ws []write
+	check := func(u *Upsert) (write, bool, error) {
+		if u.SensusID == "" {
+			return write{}, false, fmt.Errorf("state: %s without sensusID", u.Kind)
+		}
+		if !json.Valid(u.Body) {
+			return write{}, false, fmt.Errorf("state: %s %s: body is not JSON", u.Kind, u.SensusID)
+		}
+		h := hashOf(u.Body)
+		w := write{u: u, ck: u.Kind.String() + "\x00" + u.SensusID, cv: h + "\x00" + u.Thing}
+		s.mu.Lock()
+		prev, cached := s.known[w.ck]
+		s.mu.Unlock()
+		return w, !(cached && prev == w.cv), nil
 	}
-	h := hashOf(body)
-	ents, unsent, ids := buckets(k)
-	ck := k.String() + "\x00" + sid
-	cv := h + "\x00" + thing
-	s.mu.Lock()
-	prev, cached := s.known[ck]
-	s.mu.Unlock()
-	if cached && prev == cv {
-		return false, nil
+	for i := range us {
+		w, changed, err := check(&us[i])
+		if err != nil {
+			return 0, err
+		}
+		if changed {
+			ws = append(ws, w)
+		}
+	}
+	if len(ws) == 0 {
+		return 0, nil
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.mu.Lock()
-	prev, cached = s.known[ck]
-	s.mu.Unlock()
-	if !cached {
-		_ = s.db.View(func(tx *bolt.Tx) error {
-			if v := tx.Bucket(ents).Get([]byte(sid)); v != nil {
-				var e storedEntity
-				if json.Unmarshal(v, &e) == nil {
-					prev, cached = e.Hash+"\x00"+e.Thing, true
+	// Known to the store already (another process wrote it, or the cache
+	// is cold after a start)?
+	keep := ws[:0]
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		for _, w := range ws {
+			s.mu.Lock()
+			prev, cached := s.known[w.ck]
+			s.mu.Unlock()
+			if !cached {
+				ents, _, _ := buckets(w.u.Kind)
+				if v := tx.Bucket(ents).Get([]byte(w.u.SensusID)); v != nil {
+					var e storedEntity
+					if json.Unmarshal(v, &e) == nil {
+						prev, cached = e.Hash+"\x00"+e.Thing, true
+					}
 				}
 			}
-			return nil
-		})
-	}
-	if cached && prev == cv {
-		s.remember(ck, cv)
-		return false, nil
-	}
-	e := storedEntity{Hash: h, Status: statusUnsent, Thing: thing, IotID: iotID(body), Body: append(json.RawMessage(nil), body...)}
-	v, err := json.Marshal(e)
-	if err != nil {
-		return false, err
-	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(ents).Put([]byte(sid), v); err != nil {
-			return err
+			if cached && prev == w.cv {
+				s.remember(w.ck, w.cv)
+				continue
+			}
+			keep = append(keep, w)
 		}
-		if e.IotID != "" {
-			if err := tx.Bucket(ids).Put([]byte(e.IotID), []byte(sid)); err != nil {
+		return nil
+	})
+	ws = keep
+	if len(ws) == 0 {
+		return 0, nil
+	}
+	for i := range ws {
+		w := &ws[i]
+		h, _, _ := strings.Cut(w.cv, "\x00")
+		e := storedEntity{Hash: h, Status: statusUnsent, Thing: w.u.Thing, IotID: iotID(w.u.Body), Body: append(json.RawMessage(nil), w.u.Body...)}
+		v, err := json.Marshal(e)
+		if err != nil {
+			return 0, err
+		}
+		w.v, w.iotID = v, e.IotID
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, w := range ws {
+			ents, unsent, ids := buckets(w.u.Kind)
+			sid := []byte(w.u.SensusID)
+			if err := tx.Bucket(ents).Put(sid, w.v); err != nil {
+				return err
+			}
+			if w.iotID != "" {
+				if err := tx.Bucket(ids).Put([]byte(w.iotID), sid); err != nil {
+					return err
+				}
+			}
+			if err := tx.Bucket(unsent).Put(sid, nil); err != nil {
 				return err
 			}
 		}
-		return tx.Bucket(unsent).Put([]byte(sid), nil)
+		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("state: upsert %s %s: %w", k, sid, err)
+		if len(ws) == 1 {
+			return 0, fmt.Errorf("state: upsert %s %s: %w", ws[0].u.Kind, ws[0].u.SensusID, err)
+		}
+		return 0, fmt.Errorf("state: upsert %d entities: %w", len(ws), err)
 	}
-	s.remember(ck, cv)
+	for _, w := range ws {
+		s.remember(w.ck, w.cv)
+	}
 	s.signal()
-	return true, nil
+	return len(ws), nil
 }
 
 func (s *State) remember(k, v string) {

@@ -182,3 +182,33 @@ func TestStateKVAndWindow(t *testing.T) {
 		t.Fatal("resolved not cleared")
 	}
 }
+
+// UpsertAll writes what changed, together, and reports how much.
+func TestUpsertAll(t *testing.T) {
+	s, err := OpenState(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	us := []Upsert{
+		{Kind: Thing, SensusID: "D1@047", Body: []byte(`{"name":"D1","sensusID":"D1@047"}`)},
+		{Kind: Datastream, SensusID: "s@a@D1@047", Thing: "D1@047", Body: []byte(`{"name":"a","sensusID":"s@a@D1@047"}`)},
+		{Kind: Datastream, SensusID: "s@b@D1@047", Thing: "D1@047", Body: []byte(`{"name":"b","sensusID":"s@b@D1@047"}`)},
+	}
+	if n, err := s.UpsertAll(us); err != nil || n != 3 {
+		t.Fatalf("first: %d %v", n, err)
+	}
+	if n, err := s.UpsertAll(us); err != nil || n != 0 {
+		t.Fatalf("unchanged: %d %v", n, err)
+	}
+	us[2].Body = []byte(`{"name":"b2","sensusID":"s@b@D1@047"}`)
+	if n, err := s.UpsertAll(us); err != nil || n != 1 {
+		t.Fatalf("one changed: %d %v", n, err)
+	}
+	if known, unsent := s.EntityCounts(Datastream); known != 2 || unsent != 2 {
+		t.Fatalf("datastreams known %d unsent %d", known, unsent)
+	}
+	if _, err := s.UpsertAll([]Upsert{{Kind: Thing, SensusID: "x", Body: []byte("{")}}); err == nil {
+		t.Fatal("a body that is not JSON was taken")
+	}
+}
