@@ -340,10 +340,8 @@ func hashOf(b []byte) string {
 // records (one append per queue); it returns nil only when all of it is on
 // disk.
 func (p *Pipeline) store(ctx context.Context, batch []decoded) error {
-	for _, d := range batch {
-		if err := p.storeEntities(d.res); err != nil {
-			return err
-		}
+	if err := p.storeEntities(batch); err != nil {
+		return err
 	}
 	var alarmRecs, recs []queue.Record
 	nObs, nRaw := 0, 0
@@ -423,41 +421,69 @@ func (p *Pipeline) store(ctx context.Context, batch []decoded) error {
 	return nil
 }
 
-// storeEntities records a frame's thing and datastreams in the state store
-// (when they changed). A decoder hands out the same entities for every
-// frame of a device when only the device shapes them: those are recognised
-// by address and cost nothing.
-func (p *Pipeline) storeEntities(res *decoders.Result) error {
-	for i := range res.Things {
-		th := &res.Things[i]
-		if p.sameEntity(th.SensusID, th) {
-			continue
+// storeEntities records the batch's things and datastreams in the state
+// store, those that changed with one write. A decoder hands out the same
+// entities for every frame of a device when only the device shapes them:
+// those are recognised by address and cost nothing.
+func (p *Pipeline) storeEntities(batch []decoded) error {
+	type pending struct {
+		key, hash string
+		ent       any
+	}
+	var (
+		ups  []forwarder.Upsert
+		done []pending
+		seen map[string]bool
+	)
+	add := func(kind forwarder.EntityKind, sid, thing string, ent, v any) error {
+		if p.sameEntity(sid, ent) || seen[sid] {
+			return nil
 		}
-		body, err := json.Marshal(th)
+		body, err := json.Marshal(v)
 		if err != nil {
 			return err
 		}
-		if err := p.upsert(th.SensusID, body, func() (bool, error) { return p.o.State.UpsertThing(th.SensusID, body) }); err != nil {
-			return fmt.Errorf("store thing %s: %w", th.SensusID, err)
+		h := hashOf(body)
+		if seen == nil {
+			seen = map[string]bool{}
 		}
-		p.rememberEntity(th.SensusID, th)
+		seen[sid] = true
+		done = append(done, pending{sid, h, ent})
+		p.entMu.Lock()
+		same := p.entities[sid] == h
+		p.entMu.Unlock()
+		if !same {
+			ups = append(ups, forwarder.Upsert{Kind: kind, SensusID: sid, Thing: thing, Body: body})
+		}
+		return nil
 	}
-	for i := range res.Datastreams {
-		ds := &res.Datastreams[i]
-		if p.sameEntity(ds.SensusID, ds) {
-			continue
+	for _, d := range batch {
+		for i := range d.res.Things {
+			th := &d.res.Things[i]
+			if err := add(forwarder.Thing, th.SensusID, "", th, th); err != nil {
+				return err
+			}
 		}
-		body, err := json.Marshal(ds)
-		if err != nil {
-			return err
-		}
-		if err := p.upsert(ds.SensusID, body, func() (bool, error) {
-			return p.o.State.UpsertDatastream(ds.SensusID, ds.Thing.SensusID, body)
-		}); err != nil {
-			return fmt.Errorf("store datastream %s: %w", ds.SensusID, err)
-		}
-		p.rememberEntity(ds.SensusID, ds)
 	}
+	for _, d := range batch {
+		for i := range d.res.Datastreams {
+			ds := &d.res.Datastreams[i]
+			if err := add(forwarder.Datastream, ds.SensusID, ds.Thing.SensusID, ds, ds); err != nil {
+				return err
+			}
+		}
+	}
+	if len(ups) > 0 {
+		if _, err := p.o.State.UpsertAll(ups); err != nil {
+			return fmt.Errorf("store entities: %w", err)
+		}
+	}
+	p.entMu.Lock()
+	for _, e := range done {
+		p.entities[e.key] = e.hash
+		p.stored[e.key] = e.ent
+	}
+	p.entMu.Unlock()
 	return nil
 }
 
@@ -467,31 +493,6 @@ func (p *Pipeline) sameEntity(key string, ent any) bool {
 	p.entMu.Lock()
 	defer p.entMu.Unlock()
 	return p.stored[key] == ent
-}
-
-func (p *Pipeline) rememberEntity(key string, ent any) {
-	p.entMu.Lock()
-	p.stored[key] = ent
-	p.entMu.Unlock()
-}
-
-// upsert calls store only when the definition changed since this process
-// last stored it (the state store compares again, durably).
-func (p *Pipeline) upsert(key string, body []byte, store func() (bool, error)) error {
-	h := hashOf(body)
-	p.entMu.Lock()
-	same := p.entities[key] == h
-	p.entMu.Unlock()
-	if same {
-		return nil
-	}
-	if _, err := store(); err != nil {
-		return err
-	}
-	p.entMu.Lock()
-	p.entities[key] = h
-	p.entMu.Unlock()
-	return nil
 }
 
 func (p *Pipeline) rawRecord(f *adapters.Frame, deviceID, customerID string) (queue.Record, error) {
