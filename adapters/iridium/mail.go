@@ -316,7 +316,9 @@ func decodeTransfer(cte string, r io.Reader) ([]byte, error) {
 			}
 			return r
 		}, raw)
-		out := make([]byte, base64.StdEncoding.DecodedLen(len(clean)))
+		// Sized for the unpadded retry below too (RawStdEncoding needs
+		// more room for a short tail: "000" is 0 padded but 2 raw bytes).
+		out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
 		n, err := base64.StdEncoding.Decode(out, clean)
 		if err != nil {
 			// Some encoders drop the padding.
