@@ -104,16 +104,36 @@ func payloadTime(p []byte) (int64, error) {
 	return t, nil
 }
 
-// stringCache hands out the previous string when the bytes repeat: a batch
-// usually holds many records of the same device and customer, and this
-// saves an allocation per field.
-type stringCache struct{ dev, cust, ref string }
+// stringCache hands out strings already made when the bytes repeat: a
+// batch holds many records of the same device and customer, and records of
+// a few hundred datastreams interleaved. The last value of each field is
+// checked first, then the strings seen in this read (up to
+// stringCacheSize), so a read allocates about one string per distinct
+// value rather than two per record.
+type stringCache struct {
+	dev, cust, ref string
+	seen           map[string]string
+}
+
+const stringCacheSize = 4096
 
 func (c *stringCache) get(slot *string, b []byte) string {
-	if *slot != string(b) { // compiler does not allocate for this comparison
-		*slot = string(b)
+	if *slot == string(b) { // compiler does not allocate for this comparison
+		return *slot
 	}
-	return *slot
+	if s, ok := c.seen[string(b)]; ok { // nor for this lookup
+		*slot = s
+		return s
+	}
+	s := string(b)
+	if c.seen == nil {
+		c.seen = make(map[string]string)
+	}
+	if len(c.seen) < stringCacheSize {
+		c.seen[s] = s
+	}
+	*slot = s
+	return s
 }
 
 // decodePayload decodes p into r. The body is copied into slab so that it
