@@ -1,10 +1,14 @@
 package forwarder
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigd/vigd/forwarder/queue"
 )
 
 // With parallel_requests, batches of different devices are in flight
@@ -68,4 +72,38 @@ func TestParallelRequestsKeepDeviceOrder(t *testing.T) {
 	if !failed["FST3"] {
 		t.Fatal("the scripted failure did not happen")
 	}
+}
+
+// A backlog larger than a window drains window after window without
+// waiting the linger time in between: linger is for waiting for records,
+// not for a window the limits cut.
+func TestBacklogDoesNotLinger(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Batch.Linger = Duration(5 * time.Second)
+	pad := strings.Repeat("x", 100<<10)
+	var recs []queue.Record
+	var seqs []int
+	for i := 1; i <= 120; i++ { // 12 MiB: two windows or more
+		body := fmt.Sprintf(`{"phenomenonTime":"2024-01-01T12:00:00Z","result":%d,"datastream":{"sensusID":%q},"parameters":{"seq":%d,"pad":%q}}`,
+			i, dsID("FST1"), i, pad)
+		recs = append(recs, queue.Record{Kind: queue.Observation, DeviceID: "FST1", CustomerID: "047", Ref: dsID("FST1"), Body: []byte(body)})
+		seqs = append(seqs, i)
+	}
+	if err := e.data.Append(context.Background(), recs...); err != nil {
+		t.Fatal(err)
+	}
+	// As after a restart: nothing is being appended, no notification is
+	// pending.
+	select {
+	case <-e.data.Notify():
+	default:
+	}
+	start := time.Now()
+	e.start()
+	e.drained()
+	// Only the last window lingers (it took all there was).
+	if el := time.Since(start); el > 8500*time.Millisecond {
+		t.Fatalf("a backlog of several windows took %s with linger 5s: full windows waited for more records", el)
+	}
+	assertSeqs(t, "observations", e.fs.seqs("observations"), seqs)
 }
