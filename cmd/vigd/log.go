@@ -74,3 +74,26 @@ func (l *logs) entry(component string, fields logrus.Fields) *logrus.Entry {
 	}
 	return e
 }
+
+// setLevels applies a reloaded log section's levels (the format and output
+// stay as they started).
+func (l *logs) setLevels(c config.Log) {
+	l.base.SetLevel(parseLevel(c.Level))
+	levels := map[string]logrus.Level{}
+	for k, v := range c.Components {
+		levels[k] = parseLevel(v)
+	}
+	for comp, lg := range l.cache {
+		lvl, ok := levels[comp]
+		if !ok {
+			if i := strings.IndexByte(comp, '/'); i > 0 {
+				lvl, ok = levels[comp[:i]]
+			}
+		}
+		if !ok {
+			lvl = l.base.GetLevel()
+		}
+		lg.SetLevel(lvl)
+	}
+	l.levels = levels
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -58,6 +59,10 @@ type daemonState struct {
 
 	stopping   atomic.Bool   // the graceful stop has begun (STATUS says so)
 	fwdTimeout time.Duration // forwarder.timeout, for the readiness check
+
+	// cfg is the configuration the daemon started with or last reloaded;
+	// only the reload goroutine reads or replaces it.
+	cfg *config.Config
 }
 
 type runningAdapter struct {
@@ -76,7 +81,7 @@ func Run(ctx context.Context, path string, logOut io.Writer) error {
 	}
 	cfg := l.cfg
 	lg := newLogs(cfg.Log, logOut)
-	d := &daemonState{path: path, logs: lg, log: lg.entry("daemon", nil), health: newHealth(), running: map[string]*runningAdapter{}}
+	d := &daemonState{path: path, logs: lg, log: lg.entry("daemon", nil), health: newHealth(), running: map[string]*runningAdapter{}, cfg: cfg}
 	d.log.WithFields(logrus.Fields{"version": version, "config": path}).Info("starting")
 	for _, f := range secretfiles.Check(cfg) {
 		d.log.WithFields(logrus.Fields{"file": f.File, "key": f.Key, "mode": fmt.Sprintf("%04o", f.Mode.Perm())}).
@@ -374,6 +379,14 @@ func (d *daemonState) reload(ctx context.Context) {
 	}
 	d.pipe.SetDecoders(l.decoders)
 	d.pipe.SetDevices(l.devices)
+	d.logs.setLevels(l.cfg.Log)
+	if changed := restartOnly(d.cfg, l.cfg); len(changed) > 0 {
+		// These hold open files, the queue or the upstream connection: a
+		// restart applies them (nothing queued is lost by it).
+		d.log.WithField("sections", strings.Join(changed, ", ")).
+			Warn("reload does not apply these changed settings; restart vigd to apply them (systemctl restart vigd)")
+	}
+	d.cfg = l.cfg
 	want := map[string]config.Adapter{}
 	for _, a := range l.cfg.Adapters {
 		want[a.Name] = a
@@ -592,4 +605,35 @@ func (d *daemonState) alive(stall time.Duration) (bool, string) {
 		return false, fmt.Sprintf("forwarder loop without progress for %s (%s)", since.Round(time.Second), d.fwd.Status().State)
 	}
 	return true, ""
+}
+
+// restartOnly lists the sections that differ between two configurations
+// and that a reload does not apply.
+func restartOnly(old, cur *config.Config) []string {
+	if old == nil || cur == nil {
+		return nil
+	}
+	same := func(a, b any) bool {
+		x, err1 := yaml.Marshal(a)
+		y, err2 := yaml.Marshal(b)
+		return err1 == nil && err2 == nil && string(x) == string(y)
+	}
+	var out []string
+	for _, c := range []struct {
+		name string
+		a, b any
+	}{
+		{"data_dir", old.DataDir, cur.DataDir},
+		{"http", old.HTTP, cur.HTTP},
+		{"queue", old.Queue, cur.Queue},
+		{"deadletters", old.DeadLetters, cur.DeadLetters},
+		{"pipeline", old.Pipeline, cur.Pipeline},
+		{"devices.unknown", old.Devices.Unknown + old.Devices.DeviceIDTemplate, cur.Devices.Unknown + cur.Devices.DeviceIDTemplate},
+		{"forwarder", old.Forwarder, cur.Forwarder},
+	} {
+		if !same(c.a, c.b) {
+			out = append(out, c.name)
+		}
+	}
+	return out
 }
