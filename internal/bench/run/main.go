@@ -71,6 +71,7 @@ type options struct {
 	parallel     int
 	phases       string
 	profile      string
+	logLevel     string
 }
 
 func main() {
@@ -92,6 +93,7 @@ func main() {
 	flag.Float64Var(&o.rps, "rps", 10000, "forwarder requests per second limit")
 	flag.IntVar(&o.parallel, "parallel", 4, "forwarder parallel_requests")
 	flag.StringVar(&o.phases, "phases", "start,plain,gzip,drain", "phases to run")
+	flag.StringVar(&o.logLevel, "log-level", "warn", "vigd's log level (its log is in the work folder)")
 	flag.StringVar(&o.profile, "profile", "", "folder for CPU and heap profiles of vigd taken during each load (VIGD_PPROF=1)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -306,7 +308,7 @@ func (b *bench) startVigd(name, upstream string, gzip bool) (*vigdProc, error) {
 		return nil, err
 	}
 	cfg := fmt.Sprintf(`data_dir: %s
-log: {level: warn}
+log: {level: %s, components: {adapter: warn, pipeline: warn, queue: warn}}
 http: {listen: %s}
 decoders: [%s]
 devices: {unknown: accept}
@@ -330,7 +332,7 @@ adapters:
     framing: {type: line}
     identity: payload
     max_connections: 1024
-`, filepath.Join(dir, "data"), httpAddr, b.o.decoders, upstream, b.secret, gzip, b.o.maxRecords, b.o.linger, b.o.rps, b.o.parallel, tcpAddr)
+`, filepath.Join(dir, "data"), b.o.logLevel, httpAddr, b.o.decoders, upstream, b.secret, gzip, b.o.maxRecords, b.o.linger, b.o.rps, b.o.parallel, tcpAddr)
 	cfgPath := filepath.Join(dir, "vigd.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o640); err != nil {
 		return nil, err
