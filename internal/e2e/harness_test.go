@@ -567,7 +567,11 @@ func (v *vigdProc) shutdown() {
 // alive fails the test when vigd is not running.
 func (v *vigdProc) alive() {
 	v.t.Helper()
-	if p := v.proc(); p == nil || p.exited() {
+	p := v.proc()
+	if p == nil {
+		v.t.Fatal("vigd was never started")
+	}
+	if p.exited() {
 		v.t.Fatalf("vigd is not running (exit: %v)\n%s", p.err, tail(v.logPath, 40))
 	}
 }
