@@ -1,11 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/vigd/vigd/decoders"
 	"github.com/vigd/vigd/devices"
@@ -78,12 +84,16 @@ func loadAll(path string) (*loaded, error) {
 			if dn, ok := a.Settings.(interface{ Decoders() []string }); ok {
 				names = append(names, dn.Decoders()...)
 			}
-			for _, n := range names {
+			for i, n := range names {
 				if n == "" {
 					continue
 				}
 				if _, ok := set.Get(n); !ok {
-					errs = append(errs, fmt.Errorf("%s:%d: adapters %q: decoder: no decoder named %q (have %s)", path, a.Line, a.Name, n, strings.Join(set.Names(), ", ")))
+					line := a.Line
+					if k := config.Find(a.Node, "decoder"); i == 0 && k != nil && k.Line > 0 {
+						line = k.Line
+					}
+					errs = append(errs, fmt.Errorf("%s:%d: adapters %q: decoder: no decoder named %q (have %s)", path, line, a.Name, n, strings.Join(set.Names(), ", ")))
 				}
 			}
 		}
@@ -91,12 +101,17 @@ func loadAll(path string) (*loaded, error) {
 	l.devices = devices.Empty()
 	if cfg.Devices.File != "" {
 		reg, err := devices.Load(cfg.Devices.File)
-		if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission):
+			errs = append(errs, fmt.Errorf("%s: devices.file: %w", cfg.Where("devices.file"), err))
+		case err != nil:
 			errs = append(errs, flattenErr(err)...)
-		} else {
+		default:
 			l.devices = reg
 		}
 	}
+	errs = append(errs, checkSecretFile(cfg)...)
+	errs = append(errs, checkListenConflicts(cfg)...)
 	if len(errs) > 0 {
 		sortByPosition(errs)
 		return nil, &configErrors{errs: errs}
@@ -151,4 +166,64 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "%s: ok (%d adapters, %d decoders, %d device identities)\n",
 		*path, len(l.cfg.Adapters), len(l.decoders.Names()), l.devices.Len())
 	return nil
+}
+
+// checkSecretFile reads the forwarder's secret file now, so that a missing,
+// empty or unreadable one is a config error with its line rather than a
+// failure at start. (A systemd credential only exists under the service.)
+func checkSecretFile(cfg *config.Config) []error {
+	p := cfg.Forwarder.SecretFile
+	if p == "" {
+		return nil
+	}
+	st, err := os.Stat(p)
+	switch {
+	case err != nil:
+		return []error{fmt.Errorf("%s: forwarder.secret_file: %w", cfg.Where("forwarder.secret_file"), err)}
+	case st.IsDir():
+		return []error{fmt.Errorf("%s: forwarder.secret_file: %s is a folder, not a file", cfg.Where("forwarder.secret_file"), p)}
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return []error{fmt.Errorf("%s: forwarder.secret_file: %w", cfg.Where("forwarder.secret_file"), err)}
+	}
+	if len(strings.TrimSpace(string(b))) == 0 {
+		return []error{fmt.Errorf("%s: forwarder.secret_file: %s is empty", cfg.Where("forwarder.secret_file"), p)}
+	}
+	return nil
+}
+
+// checkListenConflicts finds two listeners (adapters and the http endpoint)
+// on the same port of overlapping addresses.
+func checkListenConflicts(cfg *config.Config) []error {
+	type listener struct {
+		what, where, host, port string
+	}
+	var ls []listener
+	add := func(what, where, addr string) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || port == "" || port == "0" {
+			return
+		}
+		ls = append(ls, listener{what, where, host, port})
+	}
+	if cfg.HTTP.Listen != "" {
+		add("http.listen", cfg.Where("http.listen"), cfg.HTTP.Listen)
+	}
+	for _, a := range cfg.Adapters {
+		if n := config.Find(a.Node, "listen"); n != nil && n.Kind == yaml.ScalarNode && n.Value != "" {
+			add(fmt.Sprintf("adapters %q", a.Name), fmt.Sprintf("%s:%d:%d", cfg.File, n.Line, n.Column), n.Value)
+		}
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	var errs []error
+	for i := range ls {
+		for j := 0; j < i; j++ {
+			a, b := ls[i], ls[j]
+			if a.port == b.port && (a.host == b.host || wild(a.host) || wild(b.host)) {
+				errs = append(errs, fmt.Errorf("%s: %s: listen: port %s is also taken by %s", a.where, a.what, a.port, b.what))
+			}
+		}
+	}
+	return errs
 }

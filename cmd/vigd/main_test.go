@@ -30,7 +30,7 @@ log:
 forwarder:
   url: http://127.0.0.1:1
   service_id: gw
-  secret_file: /nonexistent
+  secret_file: ` + secretFile(t, dir) + `
 adapters:
   - name: in
     kind: tcp
@@ -58,7 +58,7 @@ adapters:
 			t.Errorf("missing %q in:\n%s", want, stderr)
 		}
 	}
-	if !strings.Contains(stderr, path+`:15: adapters "gps": decoder: no decoder named "no-such-decoder"`) {
+	if !strings.Contains(stderr, path+`:17: adapters "gps": decoder: no decoder named "no-such-decoder"`) {
 		t.Errorf("missing the unknown decoder in:\n%s", stderr)
 	}
 	if strings.Index(stderr, ":4:10:") > strings.Index(stderr, ":14:5:") {
@@ -162,5 +162,62 @@ adapters:
 	code, _, stderr := run(t, "check", "-c", path)
 	if code != exitConfig || !strings.Contains(stderr, `adapters "m": decoder: no decoder named "nope"`) || strings.Contains(stderr, `"nmea-gps" (have`) {
 		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+}
+
+func secretFile(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "apisecret")
+	if err := os.WriteFile(p, []byte("s3cr3t\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A secret file that is missing or empty, and two listeners on one port,
+// are found by check (with their lines), not at start.
+func TestCheckSecretFileAndListenConflicts(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := `data_dir: ` + dir + `
+decoders: [` + repoPath("configs/decoders") + `]
+http: {listen: "127.0.0.1:19999"}
+forwarder:
+  url: http://127.0.0.1:1
+  service_id: gw
+  secret_file: ` + empty + `
+adapters:
+  - name: a
+    kind: tcp
+    decoder: nmea-gps
+    listen: ":17555"
+  - name: b
+    kind: tcp
+    decoder: nmea-gps
+    listen: "127.0.0.1:17555"
+  - name: c
+    kind: tcp
+    decoder: nmea-gps
+    listen: "127.0.0.1:19999"
+`
+	path := filepath.Join(dir, "vigd.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(t, "check", "-c", path)
+	for _, want := range []string{
+		path + ":7:16: forwarder.secret_file: " + empty + " is empty",
+		path + `:16:13: adapters "b": listen: port 17555 is also taken by adapters "a"`,
+		path + `:20:13: adapters "c": listen: port 19999 is also taken by http.listen`,
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("missing %q in\n%s", want, stderr)
+		}
+	}
+	if code != exitConfig {
+		t.Fatalf("exit %d", code)
 	}
 }

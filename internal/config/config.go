@@ -37,6 +37,8 @@ type Config struct {
 
 	// File is the path the config was read from (not a key).
 	File string `yaml:"-"`
+	// Root is the parsed document, for locating keys in later checks.
+	Root *yaml.Node `yaml:"-"`
 }
 
 // Log settings.
@@ -176,6 +178,7 @@ func Parse(path string, b []byte) (*Config, error) {
 		return nil, es.Err()
 	}
 	doc := root.Content[0]
+	cfg.Root = doc
 	if doc.Kind != yaml.MappingNode {
 		es.Add(doc, "", "must be a mapping of keys")
 		return nil, es.Err()
@@ -410,13 +413,24 @@ func (c *Config) resolvePaths() {
 	}
 }
 
+// Where returns "file:line:col" of a key path ("forwarder.secret_file"),
+// or just the file when it cannot be found.
+func (c *Config) Where(path string) string {
+	if c.Root != nil {
+		if n := Find(c.Root, path); n != nil && n.Line > 0 {
+			return fmt.Sprintf("%s:%d:%d", c.File, n.Line, n.Column)
+		}
+	}
+	return c.File
+}
+
 // DecoderFiles expands Decoders into the files to load, sorted.
 func (c *Config) DecoderFiles() ([]string, error) {
 	var out []string
 	for _, p := range c.Decoders {
 		st, err := os.Stat(p)
 		if err != nil {
-			return nil, fmt.Errorf("%s: decoders: %w", c.File, err)
+			return nil, fmt.Errorf("%s: decoders: %w", c.Where("decoders"), err)
 		}
 		if !st.IsDir() {
 			out = append(out, p)
