@@ -18,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -288,6 +290,12 @@ func (p *Pipeline) decode(ctx context.Context, set *decoders.Set, f *adapters.Fr
 		return nil, p.reject(ctx, f, err.Error(), err, replay)
 	}
 	decodedBy.WithLabelValues(dec.Name(), "ok").Inc()
+	if why := badID(res.Device.ID); why != "" {
+		return nil, p.reject(ctx, f, fmt.Sprintf("device id %q %s", res.Device.ID, why), nil, replay)
+	}
+	if why := badID(res.Device.CustomerID); why != "" {
+		return nil, p.reject(ctx, f, fmt.Sprintf("customer id %q %s", res.Device.CustomerID, why), nil, replay)
+	}
 	if len(res.Skipped) > 0 {
 		skipped.WithLabelValues(dec.Name()).Add(float64(len(res.Skipped)))
 		p.o.Log.WithFields(logrus.Fields{"source": f.Where(), "decoder": dec.Name(), "count": len(res.Skipped), "first": res.Skipped[0]}).Debug("values left out")
@@ -574,3 +582,29 @@ var (
 	_ adapters.BatchSink = (*Pipeline)(nil)
 	_ adapters.BatchSink = (*adapterSink)(nil)
 )
+
+// badID says why an id cannot name a thing upstream: it becomes part of
+// sensusIDs ("{deviceId}@{customerId}"), URLs and file names on the other
+// side, so control characters, invalid UTF-8, '@' and very long ids are
+// refused (the frame goes to the dead letters) rather than sent.
+func badID(id string) string {
+	switch {
+	case id == "":
+		return "is empty"
+	case len(id) > 128:
+		return "is longer than 128 bytes"
+	case !utf8.ValidString(id):
+		return "is not valid UTF-8"
+	case strings.ContainsRune(id, '@'):
+		return "contains '@' (the sensusID separator)"
+	}
+	for _, r := range id {
+		if unicode.IsControl(r) || unicode.IsSpace(r) && r != ' ' {
+			return "contains control characters"
+		}
+	}
+	if strings.TrimSpace(id) != id {
+		return "starts or ends with a space"
+	}
+	return ""
+}

@@ -275,3 +275,24 @@ func TestTransportParseErrorIsDeadLettered(t *testing.T) {
 		t.Fatalf("want only the raw archive copy, got %+v", recs)
 	}
 }
+
+// Ids that would corrupt sensusIDs upstream are refused, kept, and said so.
+func TestBadDeviceIDsAreDeadLettered(t *testing.T) {
+	f := newFixture(t, t.TempDir(), "accept")
+	sink := f.p.For("in", "tcp", "level", "047")
+	for _, id := range []string{"N\x00L", "a@b", "\xff\xfe", "tab\there"} {
+		err := sink.Emit(context.Background(), frame(id, "2026-01-01T00:00:00Z,1"))
+		var rej *adapters.RejectedError
+		if !errors.As(err, &rej) || !strings.Contains(rej.Reason, "device id") {
+			t.Errorf("identity %q: want a rejection naming the device id, got %v", id, err)
+		}
+	}
+	for _, r := range readAll(t, f.data) {
+		if r.Kind == queue.Observation {
+			t.Fatalf("an observation was queued for a bad id: %+v", r)
+		}
+	}
+	if err := sink.Emit(context.Background(), frame("ok-1", "2026-01-01T00:00:00Z,1")); err != nil {
+		t.Fatalf("a good id after bad ones: %v", err)
+	}
+}
