@@ -70,7 +70,7 @@ type record struct {
 }
 
 func newRecord(off int, label string) *record {
-	return &record{off: off, label: label, vars: make(map[string]any, 8), exact: make(map[string]string, 8), missing: map[string]string{}}
+	return &record{off: off, label: label, vars: make(map[string]any, 16), exact: make(map[string]string, 8), missing: map[string]string{}}
 }
 
 // setNumber stores a numeric field with its exact text.
@@ -170,6 +170,7 @@ type Decoder struct {
 	alarms      []*alarmRule
 	ents        entityCache     // entities per device, when only the device shapes them
 	reads       map[string]bool // every name the decoder's expressions read (see uses)
+	nameVal     any             // name, boxed once for the envs
 	examples    []exampleConfig
 	exampleAt   []pos
 	dir         string
@@ -262,8 +263,21 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 			}
 			return nil, d.fail(r.err.off, nil, "%s: %s", r.label, r.err.msg)
 		}
-		e := newEnv(len(r.vars))
-		maps.Copy(e, r.vars)
+		// The record's own map becomes its env (the engine is done with
+		// it): the frame-level variables join it where the record has no
+		// field of that name, as a field always won.
+		e := r.vars
+		for k, v := range p.vars {
+			if _, ok := e[k]; !ok {
+				e[k] = v
+			}
+		}
+		if _, ok := e["decoder"]; !ok {
+			e["decoder"] = d.nameVal
+		}
+		if _, ok := e["frame"]; !ok && frameVal != nil {
+			e["frame"] = frameVal
+		}
 		for _, c := range d.computedFor(r.group) {
 			v, err := run(c.prog, e)
 			var fe *FailError
@@ -644,7 +658,7 @@ func (d *Decoder) observe(s *stream, r *record, e map[string]any, t time.Time, t
 			return none, false, ""
 		}
 	}
-	result, num, err := encodeResult(s.obsType, v, exact)
+	result, num, isNum, err := encodeResult(s.obsType, v, exact)
 	if err != nil {
 		return none, false, err.Error()
 	}
@@ -662,11 +676,11 @@ func (d *Decoder) observe(s *stream, r *record, e map[string]any, t time.Time, t
 		}
 	}
 	params := maps.Clone(common)
-	if num != nil && (s.min != nil || s.max != nil) {
+	if isNum && (s.min != nil || s.max != nil) {
 		flag := ""
-		if s.min != nil && *num < *s.min {
+		if s.min != nil && num < *s.min {
 			flag = "below_min"
-		} else if s.max != nil && *num > *s.max {
+		} else if s.max != nil && num > *s.max {
 			flag = "above_max"
 		}
 		if flag != "" {
@@ -707,57 +721,57 @@ func rangeText(min, max *float64) string {
 }
 
 // encodeResult renders a value as the JSON result of an observation type.
-// num is the numeric value for range checks (nil for non-numbers).
-func encodeResult(obsType string, v any, exact string) (json.RawMessage, *float64, error) {
+// num is the numeric value for range checks (isNum false for non-numbers).
+func encodeResult(obsType string, v any, exact string) (json.RawMessage, float64, bool, error) {
 	switch obsType {
 	case sta.Measurement, sta.Count:
 		text := exact
 		if text == "" {
 			var err error
 			if text, err = numberText(v); err != nil {
-				return nil, nil, err
+				return nil, 0, false, err
 			}
 		}
 		f, err := strconv.ParseFloat(text, 64)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%q is not a number", text)
+			return nil, 0, false, fmt.Errorf("%q is not a number", text)
 		}
 		if obsType == sta.Count {
 			if f != math.Trunc(f) || math.Abs(f) > 1<<53 {
-				return nil, nil, fmt.Errorf("%s is not an integer count", text)
+				return nil, 0, false, fmt.Errorf("%s is not an integer count", text)
 			}
 			if strings.ContainsAny(text, ".eE") {
 				text = strconv.FormatInt(int64(f), 10)
 			}
 		}
-		return json.RawMessage(text), &f, nil
+		return json.RawMessage(text), f, true, nil
 	case sta.Truth:
 		switch x := v.(type) {
 		case bool:
-			return json.RawMessage(strconv.FormatBool(x)), nil, nil
+			return json.RawMessage(strconv.FormatBool(x)), 0, false, nil
 		case string:
 			switch strings.ToLower(strings.TrimSpace(x)) {
 			case "true", "1":
-				return json.RawMessage("true"), nil, nil
+				return json.RawMessage("true"), 0, false, nil
 			case "false", "0":
-				return json.RawMessage("false"), nil, nil
+				return json.RawMessage("false"), 0, false, nil
 			}
-			return nil, nil, fmt.Errorf("%q is not a truth value", x)
+			return nil, 0, false, fmt.Errorf("%q is not a truth value", x)
 		}
 		if f, ok := toFloat(v); ok {
-			return json.RawMessage(strconv.FormatBool(f != 0)), nil, nil
+			return json.RawMessage(strconv.FormatBool(f != 0)), 0, false, nil
 		}
-		return nil, nil, fmt.Errorf("%v is not a truth value", v)
+		return nil, 0, false, fmt.Errorf("%v is not a truth value", v)
 	case sta.Category:
 		s := display(v)
 		if exact != "" {
 			s = exact
 		}
 		b, _ := json.Marshal(s)
-		return b, nil, nil
+		return b, 0, false, nil
 	default: // OM_Observation: any JSON
 		if exact != "" {
-			return json.RawMessage(exact), nil, nil
+			return json.RawMessage(exact), 0, false, nil
 		}
 		switch x := v.(type) {
 		case time.Time:
@@ -765,15 +779,15 @@ func encodeResult(obsType string, v any, exact string) (json.RawMessage, *float6
 		case float64:
 			t, err := numberText(x)
 			if err != nil {
-				return nil, nil, err
+				return nil, 0, false, err
 			}
-			return json.RawMessage(t), nil, nil
+			return json.RawMessage(t), 0, false, nil
 		}
 		b, err := json.Marshal(v)
 		if err != nil {
-			return nil, nil, fmt.Errorf("result: %v", err)
+			return nil, 0, false, fmt.Errorf("result: %v", err)
 		}
-		return b, nil, nil
+		return b, 0, false, nil
 	}
 }
 

@@ -130,6 +130,7 @@ func compileFile(file string, data []byte) (*Decoder, []error) {
 	c := &compiler{d: yd, ec: &exprCompiler{d: yd}}
 	dec := c.compile(&cfg)
 	dec.reads = c.ec.reads
+	dec.nameVal = dec.name
 	if len(yd.errs) > 0 {
 		sortErrs(yd.errs)
 		return nil, yd.errs

@@ -30,7 +30,12 @@ type textEngine struct {
 
 // noHeader and noUnits are the header and units of a frame without a
 // header block; shared, expressions only read them.
-var noHeaderVal, noUnitsVal any = [][]string{}, map[string]any{}
+var (
+	noHeaderVal, noUnitsVal any = [][]string{}, map[string]any{}
+	// noHeaderVars are the frame variables of a frame without a header
+	// block: shared, never written (Decode only reads parsed.vars).
+	noHeaderVars = map[string]any{"header": noHeaderVal, "units": noUnitsVal}
+)
 
 var defaultMissing = []string{"NAN", "NaN", "nan", "INF", "+INF", "-INF", "Inf", "-Inf", ""}
 
@@ -139,7 +144,7 @@ func (e *textEngine) parse(payload []byte) (*parsed, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &parsed{vars: map[string]any{"header": noHeaderVal, "units": noUnitsVal}}
+	p := &parsed{vars: noHeaderVars}
 	names := e.columns
 	if h := e.header; h != nil && len(lines) > 0 {
 		present := true
@@ -158,7 +163,7 @@ func (e *textEngine) parse(payload []byte) (*parsed, error) {
 			for i := range hdr {
 				hdr[i] = lines[i].fields
 			}
-			p.vars["header"] = hdr
+			p.vars = map[string]any{"header": hdr, "units": noUnitsVal}
 			if h.Names > 0 {
 				names = hdr[h.Names-1]
 				seen := map[string]bool{}
