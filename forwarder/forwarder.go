@@ -537,10 +537,10 @@ func (f *Forwarder) formWindow(ctx context.Context, qi *qinfo) ([]queue.Entry, w
 		return nil, window{}, err
 	}
 	size := bodyBytes(es)
-	// Linger only when the window took everything there is: a read cut
-	// short by the byte limit (the next record did not fit) leaves a
-	// backlog behind it, and waiting would only slow a drain down.
-	if linger := f.cfg.Batch.Linger.D(); linger > 0 && len(es) < maxN && size < maxB && qi.q.Stats().Records <= int64(len(es)) {
+	// A read stops just under the byte limit (the next record did not
+	// fit): such a window is full, and waiting for more would only slow a
+	// drain down. Linger when there is room.
+	if linger := f.cfg.Batch.Linger.D(); linger > 0 && len(es) < maxN && size < maxB-maxB/16 {
 		deadline := f.clock.Now().Add(linger)
 		for len(es) < maxN && size < maxB {
 			left := deadline.Sub(f.clock.Now())
