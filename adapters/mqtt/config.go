@@ -42,11 +42,12 @@ type Config struct {
 	// MaxInflight is how many messages are handed to the sink at once.
 	// Default 16.
 	MaxInflight int `yaml:"max_inflight"`
-	// MaxBuffered is how many received messages may wait for a free emit
-	// slot before the adapter disconnects until they are through (QoS 0
-	// floods; for QoS 1/2 the broker's own in-flight window, Mosquitto's
-	// max_inflight_messages, normally keeps the count lower). Keep it above
-	// that window. Default 1000.
+	// MaxBuffered is how many received QoS 0 messages may wait for a free
+	// emit slot before the adapter disconnects until they are through (a
+	// QoS 0 flood is the only unbounded case). QoS 1/2 messages never count:
+	// the broker's in-flight window (Mosquitto's max_inflight_messages)
+	// bounds them, and a disconnect would only make the broker send them
+	// all again. Default 1000.
 	MaxBuffered int `yaml:"max_buffered"`
 	// Retained says what to do with retained messages the broker replays
 	// when the adapter subscribes: "ignore" (default: acknowledge, do not

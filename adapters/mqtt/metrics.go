@@ -16,7 +16,11 @@ var (
 	}, []string{"adapter"})
 	mAcked = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigd_mqtt_acked_total",
-		Help: "Messages emitted durably and acknowledged (or QoS 0, nothing to acknowledge).",
+		Help: "Messages emitted durably and acknowledged on their connection (or QoS 0, nothing to acknowledge).",
+	}, []string{"adapter"})
+	mAckLost = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigd_mqtt_ack_lost_total",
+		Help: "QoS 1/2 messages emitted durably after their connection was gone: not acknowledged, the broker sends them again (duplicates).",
 	}, []string{"adapter"})
 	mIgnored = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigd_mqtt_ignored_total",
@@ -47,7 +51,7 @@ var (
 // metrics holds one adapter's children, resolved once.
 type metrics struct {
 	connected, unacked, emitting, lastMessage prometheus.Gauge
-	messages, acked                           prometheus.Counter
+	messages, acked, ackLost                  prometheus.Counter
 	name                                      string
 }
 
@@ -60,6 +64,7 @@ func newMetrics(name string) metrics {
 		lastMessage: mLastMessage.WithLabelValues(name),
 		messages:    mMessages.WithLabelValues(name),
 		acked:       mAcked.WithLabelValues(name),
+		ackLost:     mAckLost.WithLabelValues(name),
 	}
 }
 

@@ -11,7 +11,11 @@
 // session while vigd is down, stopped or killed, and sends every message
 // not acknowledged again on the next connection. The guarantee is
 // therefore at least once: a message emitted whose acknowledgement did not
-// reach the broker (connection lost, vigd killed) is emitted again.
+// reach the broker (connection lost, vigd killed) is emitted again. A
+// message still held when its connection ends is emitted all the same (the
+// broker may have lost the session), but not acknowledged: paho would drop
+// the PUBACK. It counts in vigd_mqtt_ack_lost_total, not acked_total, and
+// its redelivery is an expected duplicate.
 //
 // A non-durable Emit error (disk full) leaves the message unacknowledged.
 // MQTT 3.1.1 brokers resend only on a new connection, so for a QoS 1/2
@@ -37,12 +41,17 @@
 //   - at most max_inflight messages are inside Sink.Emit at once (a
 //     semaphore); the others wait, still unacknowledged;
 //   - for QoS 1/2 the broker's in-flight window (Mosquitto
-//     max_inflight_messages, default 20) bounds how many wait; for QoS 0
-//     nothing does, so when more than max_buffered are waiting the adapter
-//     disconnects — the broker keeps the rest for the session (QoS 0 only
-//     with Mosquitto's queue_qos0_messages; what it had already written to
-//     the socket is lost: QoS 0 is at most once) — and reconnects once they
-//     have all reached the sink;
+//     max_inflight_messages, default 20) bounds how many wait, so they are
+//     never a reason to disconnect: after a reconnect the broker resends
+//     its whole in-flight list at once (over a thousand messages seen),
+//     and pausing for that burst made the broker send it all again on the
+//     next connection — a livelock that only grew duplicates;
+//   - for QoS 0 nothing bounds them, so when more than max_buffered QoS 0
+//     messages are waiting the adapter disconnects — the broker keeps the
+//     rest for the session (QoS 0 only with Mosquitto's
+//     queue_qos0_messages; what it had already written to the socket is
+//     lost: QoS 0 is at most once) — and reconnects, at the shortest
+//     backoff, once they have all reached the sink;
 //   - the socket keeps being read, so keep-alive works however long the
 //     sink blocks.
 //
@@ -189,16 +198,31 @@ func (a *Adapter) Run(ctx context.Context, sink adapters.Sink) error {
 			return nil
 		}
 		a.sessionEnded(end)
-		if end.subscribed && end.reason != reasonEmit && end.reason != reasonSubscribe {
-			b.Reset()
-		}
 		if end.reason == reasonBackpressure {
 			fl.waitBacklog(ctx)
+		}
+		if resetsBackoff(end) {
+			b.Reset()
 		}
 		if !b.Wait(ctx) {
 			return nil
 		}
 	}
+}
+
+// resetsBackoff says whether the next connect comes at the shortest delay:
+// after a connection that worked, and after a back-pressure pause (the
+// adapter's own choice, not a broker failure, even when the burst came
+// before the SUBACK). Failed emits and refused subscriptions keep growing
+// it: reconnecting will not fix them soon.
+func resetsBackoff(end sessionEnd) bool {
+	switch end.reason {
+	case reasonBackpressure:
+		return true
+	case reasonEmit, reasonSubscribe:
+		return false
+	}
+	return end.subscribed
 }
 
 // sessionEnded logs and counts how a connection ended: the first failure of

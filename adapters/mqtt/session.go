@@ -54,10 +54,11 @@ const ackFlush = 50 * time.Millisecond
 
 // session is one connection: one paho client from CONNECT to its end.
 type session struct {
-	a    *Adapter
-	fl   *flow
-	ctx  context.Context // Run's: Emit and waits end with it
-	sink adapters.Sink
+	a      *Adapter
+	fl     *flow
+	client paho.Client     // set before Connect
+	ctx    context.Context // Run's: Emit and waits end with it
+	sink   adapters.Sink
 
 	end        chan struct{} // closed by finish
 	endOnce    sync.Once
@@ -66,6 +67,11 @@ type session struct {
 	subscribed atomic.Bool
 	subAt      atomic.Int64 // unix nanoseconds of the SUBACK
 	lastAck    atomic.Int64 // unix nanoseconds of the last Ack
+	// ackMu orders acknowledgements before the deliberate close: Ack is
+	// made under RLock while closed is false; session sets closed under
+	// Lock before it waits for the last acks and disconnects.
+	ackMu      sync.RWMutex
+	closed     bool
 	broker     atomic.Pointer[string]
 	onConnDone chan struct{} // closed when the OnConnect handler returns
 	opened     chan struct{} // closed when Connect succeeded; present is set
@@ -137,6 +143,7 @@ func (a *Adapter) session(ctx context.Context, sink adapters.Sink, fl *flow, cli
 		return sessionEnd{reason: reasonSetup, err: err}
 	}
 	c := paho.NewClient(opts)
+	s.client = c
 	tok := c.Connect()
 	// Connect is bounded by connect_timeout per broker; paho does not take
 	// a Disconnect well while connecting, so it is waited for even when ctx
@@ -177,6 +184,9 @@ wait:
 		}
 	}
 	a.setDisconnected()
+	s.ackMu.Lock()
+	s.closed = true // no Ack from now on: paho would drop it, or race the DISCONNECT
+	s.ackMu.Unlock()
 	if s.reason != reasonLost {
 		s.flushAcks()
 	}
@@ -191,10 +201,22 @@ wait:
 	return sessionEnd{reason: s.reason, err: s.err, subscribed: s.subscribed.Load(), broker: s.brokerName()}
 }
 
-// ack acknowledges a message (a no-op for QoS 0) and notes when.
-func (s *session) ack(m paho.Message) {
+// ack acknowledges a message (a no-op for QoS 0) and notes when. It
+// reports false for a QoS 1/2 message whose connection is gone or being
+// closed: the acknowledgement cannot reach the broker (paho would drop it),
+// so the broker sends the message again on the next connection.
+func (s *session) ack(m paho.Message) bool {
+	if m.Qos() == 0 {
+		return true
+	}
+	s.ackMu.RLock()
+	defer s.ackMu.RUnlock()
+	if s.closed || !s.client.IsConnectionOpen() {
+		return false
+	}
 	m.Ack()
 	s.lastAck.Store(time.Now().UnixNano())
+	return true
 }
 
 // flushAcks gives the last acknowledgements time to reach the socket
@@ -372,13 +394,18 @@ func (s *session) onConnect(c paho.Client) {
 // returns is what keeps paho v1.5.0 from panicking on a dead connection.
 func (s *session) handle(_ paho.Client, m paho.Message) {
 	fl := s.fl
-	if !fl.enter() {
+	h := &hold{qos0: m.Qos() == 0}
+	if !fl.enter(h) {
 		return // Run is over: leave it unacknowledged
 	}
-	defer fl.leave()
+	defer fl.leave(h)
 	received := time.Now()
 	s.a.noteMessage(received)
-	if fl.waiting() > s.a.cfg.MaxBuffered {
+	// Only QoS 0 counts against max_buffered: QoS 1/2 messages held are
+	// bounded by the broker's in-flight window, and a disconnect would only
+	// make the broker send them all again (after a restart it resends its
+	// whole in-flight list at once; pausing for that burst never ends).
+	if h.qos0 && fl.waiting0() > s.a.cfg.MaxBuffered {
 		s.finish(reasonBackpressure, nil)
 	}
 	if t, ok := s.take(m); ok {
@@ -410,7 +437,7 @@ func (s *session) handle(_ paho.Client, m paho.Message) {
 		return
 	}
 	f := s.a.frame(r, segs, m, received)
-	if !fl.acquire(s.ctx) {
+	if !fl.acquire(s.ctx, h) {
 		return
 	}
 	defer fl.release()
@@ -424,8 +451,11 @@ func (s *session) emit(m paho.Message, f *adapters.Frame) {
 	for {
 		err := s.sink.Emit(s.ctx, f)
 		if adapters.Durable(err) {
-			s.ack(m)
-			s.a.m.acked.Inc()
+			if s.ack(m) {
+				s.a.m.acked.Inc()
+			} else {
+				s.a.m.ackLost.Inc()
+			}
 			if n := s.a.emitFails.Swap(0); n > 0 {
 				s.a.log.WithField("count", n).Info("emit works again")
 			}
@@ -561,6 +591,7 @@ type flow struct {
 	drainOnce sync.Once
 	inHand    int // received, not finished
 	emitting  int
+	q0Waiting int       // QoS 0 messages received, not yet inside Emit
 	lastIdle  time.Time // when inHand last fell to 0
 }
 
@@ -568,7 +599,13 @@ func newFlow(maxInflight int, m metrics) *flow {
 	return &flow{slots: make(chan struct{}, maxInflight), m: m, drained: make(chan struct{})}
 }
 
-func (f *flow) enter() bool {
+// hold is one handler call's place in the flow.
+type hold struct {
+	qos0    bool
+	waiting bool // a QoS 0 message counted in q0Waiting
+}
+
+func (f *flow) enter(h *hold) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -576,15 +613,20 @@ func (f *flow) enter() bool {
 	}
 	f.active++
 	f.inHand++
+	if h.qos0 {
+		h.waiting = true
+		f.q0Waiting++
+	}
 	f.m.unacked.Set(float64(f.inHand))
 	return true
 }
 
-func (f *flow) leave() {
+func (f *flow) leave(h *hold) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.active--
 	f.inHand--
+	f.unwait(h)
 	if f.inHand == 0 {
 		f.lastIdle = time.Now()
 	}
@@ -601,13 +643,27 @@ func (f *flow) waiting() int {
 	return f.inHand - f.emitting
 }
 
+// waiting0 is how many held QoS 0 messages are not inside Emit.
+func (f *flow) waiting0() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.q0Waiting
+}
+
+func (f *flow) unwait(h *hold) {
+	if h.waiting {
+		h.waiting = false
+		f.q0Waiting--
+	}
+}
+
 func (f *flow) idle() (inHand int, lastIdle time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.inHand, f.lastIdle
 }
 
-func (f *flow) acquire(ctx context.Context) bool {
+func (f *flow) acquire(ctx context.Context, h *hold) bool {
 	if ctx.Err() != nil {
 		return false
 	}
@@ -618,6 +674,7 @@ func (f *flow) acquire(ctx context.Context) bool {
 	}
 	f.mu.Lock()
 	f.emitting++
+	f.unwait(h)
 	f.m.emitting.Set(float64(f.emitting))
 	f.mu.Unlock()
 	return true
