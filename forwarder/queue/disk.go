@@ -87,11 +87,21 @@ type Options struct {
 	// CheckInterval is how often age eviction runs and the oldest-age
 	// gauge is refreshed. Default 10s (or MaxAge/10 when smaller).
 	CheckInterval time.Duration
+	// MinFreeBytes is the free space the queue leaves on its filesystem:
+	// appends are refused (an error wrapping syscall.ENOSPC) while less is
+	// free, keeping room for cursor commits, the forwarder's state and
+	// dead letters, so that a full disk recovers by itself once the
+	// backlog drains. 0 means min(64 MiB, 5% of the filesystem), at least
+	// 64 KiB; it is never more than half the filesystem. Negative
+	// disables the floor.
+	MinFreeBytes int64
 
 	// Test hooks.
-	wrapFile func(segFile) segFile
-	now      func() time.Time
-	noSync   bool // the fuzzer checks parsing, not durability
+	wrapFile   func(segFile) segFile
+	wrapCursor func(segFile) segFile
+	statfs     func(dir string) (avail, total int64, err error)
+	now        func() time.Time
+	noSync     bool // the fuzzer checks parsing, not durability
 }
 
 func (o *Options) setDefaults() error {
@@ -127,6 +137,12 @@ func (o *Options) setDefaults() error {
 	}
 	if o.wrapFile == nil {
 		o.wrapFile = func(f segFile) segFile { return f }
+	}
+	if o.wrapCursor == nil {
+		o.wrapCursor = func(f segFile) segFile { return f }
+	}
+	if o.statfs == nil {
+		o.statfs = statFS
 	}
 	if o.now == nil {
 		o.now = time.Now
@@ -179,6 +195,16 @@ type Disk struct {
 	rf   *os.File
 	rnum uint64
 	rr   segReader
+	// curF is the two-slot cursor file (nil until created); curGen the
+	// generation of its newest slot. Both are used under cmu.
+	curF   segFile
+	curGen uint64
+
+	// Free-space floor (space.go). smu guards the cached statfs figure.
+	floor     int64
+	smu       sync.Mutex
+	spaceFree int64
+	spaceAt   time.Time
 
 	mu      sync.Mutex
 	segs    []*segMeta // ascending numbers; the last one is active when activeMeta is set
@@ -221,6 +247,7 @@ func Open(dir string, opts Options) (*Disk, error) {
 		notify:  make(chan struct{}, 1),
 		space:   make(chan struct{}),
 	}
+	d.initSpace()
 	start := time.Now()
 	if err := d.load(); err != nil {
 		d.closeFiles()
@@ -242,11 +269,17 @@ func (d *Disk) Dir() string { return d.dir }
 
 // Health is nil while the last write succeeded, else the error of the last
 // failed write or sync (a full or read-only disk): readiness reports it.
-// It clears on the next successful append.
+// It clears on the next successful append; a refusal by the free-space
+// floor also clears as soon as space is back (checked here, at most once a
+// second), so readiness turns green without waiting for a new record.
 func (d *Disk) Health() error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.lastErr
+	err := d.lastErr
+	d.mu.Unlock()
+	if err == nil {
+		return nil
+	}
+	return d.recheckSpace(err)
 }
 
 func segName(num uint64) string { return fmt.Sprintf("%020d.seg", num) }
@@ -326,6 +359,7 @@ func (d *Disk) maintain() {
 	defer t.Stop()
 	for {
 		d.evictAged()
+		d.Health() // clears a floor refusal once space is back, and logs it
 		st := d.Stats()
 		age := 0.0
 		if !st.Oldest.IsZero() {
@@ -368,6 +402,12 @@ func (d *Disk) closeFiles() {
 		d.rf = nil
 	}
 	d.rmu.Unlock()
+	d.cmu.Lock()
+	if d.curF != nil {
+		d.curF.Close()
+		d.curF = nil
+	}
+	d.cmu.Unlock()
 	if d.lock != nil {
 		d.lock.Close()
 	}

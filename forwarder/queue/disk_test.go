@@ -765,29 +765,80 @@ func TestDiskFullTmpfs(t *testing.T) {
 	}
 }
 
-// TestCursorGarbled: a damaged cursor file means reading from the oldest
-// record again (duplicates, not loss).
+// TestCursorGarbled: a torn or damaged newest cursor slot means the
+// previous position (the other slot); both damaged means reading from the
+// oldest record again (duplicates, not loss).
 func TestCursorGarbled(t *testing.T) {
 	dir := t.TempDir()
 	d := openDisk(t, dir, Options{})
 	recs := testRecs(0, 10)
 	mustAppend(t, d, recs...)
 	es := readAll(t, d, Position{})
-	if err := d.Commit(es[4].Next); err != nil {
-		t.Fatal(err)
+	for _, i := range []int{1, 4} {
+		if err := d.Commit(es[i].Next); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d.Close()
-	b, _ := os.ReadFile(filepath.Join(dir, "cursor"))
-	if p, err := decodeCursor(b); err != nil || p != es[4].Next {
+	path := filepath.Join(dir, "cursor")
+	b, _ := os.ReadFile(path)
+	if gen, p, err := decodeCursorFile(b); err != nil || p != es[4].Next || gen != 3 {
+		t.Fatalf("cursor file holds %v gen %d, %v", p, gen, err)
+	}
+	// Generation 3 is in slot 1: garble it, as a torn write would.
+	b[cursorSlot+7] ^= 1
+	os.WriteFile(path, b, 0o640)
+	d2 := openDisk(t, dir, Options{})
+	if d2.Cursor() != es[1].Next {
+		t.Fatalf("cursor %v after the newest slot was garbled, want the previous %v", d2.Cursor(), es[1].Next)
+	}
+	checkEntries(t, readAll(t, d2, d2.Cursor()), recs[2:])
+	// A commit after that writes the garbled slot again, not the good one.
+	if err := d2.Commit(es[6].Next); err != nil {
+		t.Fatal(err)
+	}
+	d2.Close()
+	b, _ = os.ReadFile(path)
+	if _, p, err := decodeCursorFile(b); err != nil || p != es[6].Next {
 		t.Fatalf("cursor file holds %v, %v", p, err)
 	}
-	b[7] ^= 1
-	os.WriteFile(filepath.Join(dir, "cursor"), b, 0o640)
-	d2 := openDisk(t, dir, Options{})
-	checkEntries(t, readAll(t, d2, d2.Cursor()), recs)
-	if d2.Stats().Corrupted != 1 {
-		t.Fatalf("stats %+v", d2.Stats())
+	b[3] ^= 1
+	b[cursorSlot+3] ^= 1
+	os.WriteFile(path, b, 0o640)
+	d3 := openDisk(t, dir, Options{})
+	checkEntries(t, readAll(t, d3, d3.Cursor()), recs)
+	if d3.Stats().Corrupted != 1 {
+		t.Fatalf("stats %+v", d3.Stats())
 	}
+}
+
+// TestCursorMigration: a cursor file of the old single-record format is
+// read and replaced by the two-slot file at open.
+func TestCursorMigration(t *testing.T) {
+	dir := t.TempDir()
+	d := openDisk(t, dir, Options{})
+	recs := testRecs(0, 10)
+	mustAppend(t, d, recs...)
+	es := readAll(t, d, Position{})
+	d.Close()
+	path := filepath.Join(dir, "cursor")
+	if err := os.WriteFile(path, encodeCursor(es[3].Next), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	d2 := openDisk(t, dir, Options{})
+	if d2.Cursor() != es[3].Next {
+		t.Fatalf("cursor %v from the old file, want %v", d2.Cursor(), es[3].Next)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() != cursorFileSize {
+		t.Fatalf("cursor file not migrated: %v %v", fi, err)
+	}
+	checkEntries(t, readAll(t, d2, d2.Cursor()), recs[4:])
+	if err := d2.Commit(es[5].Next); err != nil {
+		t.Fatal(err)
+	}
+	d2.Close()
+	d3 := openDisk(t, dir, Options{})
+	checkEntries(t, readAll(t, d3, d3.Cursor()), recs[6:])
 }
 
 // TestCommitDeletesSegments: committed segments disappear from the folder,

@@ -15,13 +15,29 @@
 // A queue folder holds:
 //
 //	LOCK                      flock(2)ed while a process has the queue open
-//	cursor                    the committed position, 24 bytes:
-//	                            "VQC1", segment uint64 LE, offset int64 LE,
-//	                            CRC-32C of the 20 bytes before (uint32 LE)
-//	                          replaced atomically: cursor.tmp, fsync, rename, fsync folder
+//	cursor                    the committed position: two 4096-byte slots, each
+//	                            "VQC2", generation uint64 LE, segment uint64 LE,
+//	                            offset int64 LE, CRC-32C of the 28 bytes before
+//	                            (uint32 LE), zeros to the end of the slot
 //	NNNNNNNNNNNNNNNNNNNN.seg  segment files, named by the 20-digit decimal
 //	                          sequence number of their first record
 //	quarantine/               damaged segments kept for an operator
+//
+// Commit writes the next generation into the slot that does not hold the
+// newest one (generation g goes to slot g%2), in place, then fsyncs; open
+// takes the valid slot with the higher generation. A torn write garbles
+// only the slot being written, so the previous position survives (at
+// worst records are sent again, never lost). The slots are a page apart so
+// one torn page cannot reach both. The design is chosen for the full
+// disk: overwriting blocks a file already has needs no allocation, where
+// the earlier write-temporary-file-and-rename needed a new block on every
+// commit and failed with ENOSPC exactly when consuming records was the
+// only way to free space. The file is created once (written whole, so its
+// blocks are allocated, then renamed into place) at open, or at the first
+// commit if the disk was too full at open. A 24-byte cursor of the earlier
+// format ("VQC1", segment, offset, CRC) is read and replaced at open.
+// (On a copy-on-write filesystem such as btrfs an overwrite allocates too;
+// the free-space floor below keeps room for it.)
 //
 // A segment is a sequence of frames with no file header:
 //
@@ -79,14 +95,35 @@
 // Evictions are counted (Stats.Evicted, vigd_queue_evicted_records_total)
 // and logged at error level.
 //
-// # Write errors
+// # Full disk
+//
+// A gateway whose disk fills while upstream is down must recover by itself
+// once upstream drains the backlog, without a restart or an operator. Three
+// things make that so:
+//
+//   - A free-space floor (Options.MinFreeBytes; default min(64 MiB, 5% of
+//     the filesystem), at least 64 KiB, never above half the filesystem):
+//     appends are refused with an error wrapping syscall.ENOSPC while a
+//     write would leave less free (statfs, cached for a second and lowered
+//     by what the queue writes meanwhile, so a burst cannot eat the
+//     reserve). The pipeline then answers non-durable and adapters stop
+//     acknowledging: back-pressure. The reserve is for cursor commits, the
+//     forwarder's state.db and dead letters. Health reports "free space X
+//     below the Y floor" and clears by itself once space is back (checked
+//     by Health and the maintenance loop), without waiting for an append.
+//   - Commits need no new blocks (the two-slot cursor above).
+//   - A commit that reaches the end of everything written deletes the
+//     active segment too; the next append starts a new one. A drained
+//     queue holds no segment data. Segments are also capped at a
+//     sixteenth of the filesystem (space is freed a segment at a time, so
+//     an 8 MiB segment on a 4 MiB disk could never be freed before it was
+//     wholly consumed).
 //
 // A failed write or fsync (a full or read-only disk) fails the appends of
 // that group commit with an error wrapping the system error (errors.Is(err,
 // syscall.ENOSPC)); the file is truncated back to the last acknowledged
 // record, so no half record is left, and the next append tries again on
-// the same file. Disk.Health reports the error until a write succeeds. On a
-// full disk Commit deletes consumed segments before saving the cursor, so
-// consuming records frees space even when the cursor file cannot be
-// written first.
+// the same file. Disk.Health reports the error until a write succeeds. If
+// the cursor cannot be written, Commit deletes consumed segments and tries
+// again.
 package queue

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 
 	"github.com/sirupsen/logrus"
@@ -217,10 +216,13 @@ func (d *Disk) Cursor() Position {
 	return d.cursor
 }
 
-// Commit implements Queue: the cursor file is replaced atomically (write a
-// temporary file, fsync, rename, fsync the folder), then segments wholly
-// before pos are deleted. A pos at or before the cursor is a no-op; one
-// past the end of the log is taken as the end.
+// Commit implements Queue: pos is written into the older slot of the
+// cursor file and synced (no new blocks needed: it works on a full disk),
+// then segments wholly before pos are deleted. When pos is the end of
+// everything written, the active segment goes too and the next append
+// starts a new one, so a drained queue holds no data on disk. A pos at or
+// before the cursor is a no-op; one past the end of the log is taken as
+// the end.
 func (d *Disk) Commit(pos Position) error {
 	d.cmu.Lock()
 	defer d.cmu.Unlock()
@@ -258,7 +260,29 @@ func (d *Disk) Commit(pos Position) error {
 	d.cursor, d.curSeq, d.curTime = pos, seq, t
 	d.mu.Unlock()
 	d.dropConsumed(pos)
+	d.releaseDrained(pos)
 	return nil
+}
+
+// releaseDrained deletes the active segment when pos is its end: every
+// record written is consumed. Holding wmu keeps the writer out: it is
+// either idle or waiting for space with nothing buffered, and starts a new
+// segment at its next write (active is nil).
+func (d *Disk) releaseDrained(pos Position) {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	d.mu.Lock()
+	a := d.activeMeta
+	drained := a != nil && a.num == pos.Segment && a.size > 0 && pos.Offset >= a.size && len(d.wbuf) == 0
+	d.mu.Unlock()
+	if !drained {
+		return
+	}
+	if err := d.active.Close(); err != nil {
+		d.log.WithError(err).Warn("queue cannot close segment")
+	}
+	d.active, d.activeMeta = nil, nil
+	d.dropConsumed(pos)
 }
 
 // dropConsumed deletes the segments wholly before pos (never the active
@@ -287,27 +311,10 @@ func (d *Disk) dropConsumed(pos Position) int {
 	for _, num := range gone {
 		d.removeSegment(num)
 	}
+	if len(gone) > 0 {
+		d.spaceChanged()
+	}
 	return len(gone)
-}
-
-func (d *Disk) writeCursor(pos Position) error {
-	tmp := filepath.Join(d.dir, "cursor.tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(encodeCursor(pos))
-	if err == nil {
-		err = d.fsync(f)
-	}
-	if err = errors.Join(err, f.Close()); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(d.dir, "cursor")); err != nil {
-		return err
-	}
-	return d.syncDir()
 }
 
 // Notify implements Queue.

@@ -56,12 +56,19 @@ func (d *Disk) load() error {
 		}
 	}
 
+	// A new segment gets a number above every file and above the cursor
+	// (whose segment may have been removed by hand).
+	d.nextSeq = max(1, d.cursor.Segment+1)
+	for _, s := range d.segs {
+		d.nextSeq = max(d.nextSeq, s.lastSeq+1)
+	}
+
 	// Segments wholly before the cursor were committed; a crash between
-	// saving the cursor and deleting them leaves them behind.
+	// saving the cursor and deleting them leaves them behind. The newest
+	// goes too when it is wholly consumed: appends start a new segment.
 	keep := d.segs[:0]
-	for i, s := range d.segs {
-		last := i == len(d.segs)-1
-		if !last && (s.num < d.cursor.Segment || (s.num == d.cursor.Segment && d.cursor.Offset >= s.size)) {
+	for _, s := range d.segs {
+		if s.num < d.cursor.Segment || (s.num == d.cursor.Segment && d.cursor.Offset >= s.size) {
 			d.removeSegment(s.num)
 			continue
 		}
@@ -69,12 +76,8 @@ func (d *Disk) load() error {
 	}
 	d.segs = keep
 
-	// A new segment gets a number above every file and above the cursor
-	// (whose segment may have been removed by hand).
-	d.nextSeq = max(1, d.cursor.Segment+1)
 	if n := len(d.segs); n > 0 {
 		last := d.segs[n-1]
-		d.nextSeq = max(d.nextSeq, last.lastSeq+1)
 		if d.cursor.Segment <= last.num {
 			// Go on writing the newest segment, unless it ends in bytes
 			// kept for the operator (a sealed segment with a garbled end
@@ -101,30 +104,17 @@ func (d *Disk) load() error {
 			d.cursor.Offset = s.size
 		}
 	}
+	// The two-slot cursor file is created (or migrated from the old
+	// format) now that committed segments are deleted: on a full disk
+	// that is what frees room for it. If it still does not fit, the first
+	// commit tries again.
+	if err := d.openCursor(); err != nil {
+		d.log.WithError(err).Warn("queue cannot create the cursor file yet")
+	}
 	d.curSeq, d.curTime = d.seqAt(d.cursor)
 	d.mu.Lock()
 	d.recountLocked()
 	d.mu.Unlock()
-	return nil
-}
-
-func (d *Disk) loadCursor() error {
-	b, err := os.ReadFile(filepath.Join(d.dir, "cursor"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	p, err := decodeCursor(b)
-	if err != nil {
-		// Re-sending from the oldest record beats losing any.
-		d.corrupted.Add(1)
-		d.m.corrupted.Inc()
-		d.log.WithError(err).Warn("queue cursor garbled, reading from the oldest record")
-		return nil
-	}
-	d.cursor = p
 	return nil
 }
 

@@ -353,8 +353,11 @@ func (d *Disk) fsync(f interface{ Sync() error }) error {
 func (d *Disk) flush(ready []*appendReq, startSeq uint64) {
 	meta := d.activeMeta
 	off := meta.size
-	var err error
-	if d.dirty {
+	// The floor is checked here, on the bytes about to be written, so
+	// appends keep being refused while the disk is low however many
+	// devices retry.
+	err := d.checkFloor(int64(len(d.wbuf)))
+	if err == nil && d.dirty {
 		if err = d.active.Truncate(off); err == nil {
 			d.dirty = false
 		}
@@ -384,6 +387,7 @@ func (d *Disk) flush(ready []*appendReq, startSeq uint64) {
 		size += r.size
 		newest = max(newest, r.newest)
 	}
+	d.noteWritten(int64(len(d.wbuf)))
 	d.mu.Lock()
 	meta.size += int64(len(d.wbuf))
 	if meta.count == 0 {
