@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -88,6 +89,23 @@ func (a *answer) reason() string {
 	return strings.Join(parts, ": ")
 }
 
+// gzipWriters are reused: a gzip.Writer's compressor state is most of a
+// megabyte, and a new one per request was a large part of the forwarder's
+// allocations with gzip on.
+var gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
+
+// gzipBody compresses a request body.
+func gzipBody(body []byte) []byte {
+	var buf bytes.Buffer
+	buf.Grow(len(body)/4 + 64)
+	zw := gzipWriters.Get().(*gzip.Writer)
+	zw.Reset(&buf)
+	_, _ = zw.Write(body)
+	_ = zw.Close()
+	gzipWriters.Put(zw)
+	return buf.Bytes()
+}
+
 // errStopped reports that the request did not get an answer because Run
 // is stopping.
 var errStopped = errors.New("forwarder stopping")
@@ -97,11 +115,7 @@ func (f *Forwarder) post(ctx context.Context, b *batch) (*answer, error) {
 	if b.wire == nil {
 		body := b.body()
 		if f.cfg.Gzip {
-			var buf bytes.Buffer
-			zw := gzip.NewWriter(&buf)
-			_, _ = zw.Write(body)
-			_ = zw.Close()
-			body = buf.Bytes()
+			body = gzipBody(body)
 		}
 		b.wire = body
 	}
