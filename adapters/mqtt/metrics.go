@@ -42,6 +42,11 @@ var (
 		Name: "vigd_mqtt_reconnects_total",
 		Help: "Connections ended, by reason: connection_lost, silence, emit_error, backpressure, subscribe.",
 	}, []string{"adapter", "reason"})
+	mBatch = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "vigd_mqtt_emit_batch_size",
+		Help:    "Messages of one topic handed to the sink in one EmitBatch (batches of 2 or more).",
+		Buckets: []float64{2, 4, 8, 16, 32, 64, 128, 256},
+	}, []string{"adapter"})
 	mLastMessage = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "vigd_mqtt_last_message_timestamp_seconds",
 		Help: "Unix time of the last message received.",
@@ -52,6 +57,7 @@ var (
 type metrics struct {
 	connected, unacked, emitting, lastMessage prometheus.Gauge
 	messages, acked, ackLost                  prometheus.Counter
+	batch                                     prometheus.Observer
 	name                                      string
 }
 
@@ -65,6 +71,7 @@ func newMetrics(name string) metrics {
 		messages:    mMessages.WithLabelValues(name),
 		acked:       mAcked.WithLabelValues(name),
 		ackLost:     mAckLost.WithLabelValues(name),
+		batch:       mBatch.WithLabelValues(name),
 	}
 }
 

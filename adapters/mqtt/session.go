@@ -59,6 +59,7 @@ type session struct {
 	client paho.Client     // set before Connect
 	ctx    context.Context // Run's: Emit and waits end with it
 	sink   adapters.Sink
+	bsink  adapters.BatchSink // sink, when it takes batches; else nil
 
 	end        chan struct{} // closed by finish
 	endOnce    sync.Once
@@ -93,15 +94,30 @@ type ticket struct {
 }
 
 // lane orders one topic's messages: seq head may emit; tail is the next
-// seq to hand out; turn is closed (and replaced) each time head moves.
+// seq to hand out; turn is closed (and replaced) each time head moves;
+// parked holds the messages waiting for their turn, ready to emit.
 type lane struct {
 	head, tail uint64
 	turn       chan struct{}
+	parked     map[uint64]*pending
 }
 
+// pending is a message ready for the sink, waiting in its lane.
+type pending struct {
+	m     paho.Message
+	f     *adapters.Frame
+	taken bool          // in a batch (under session.mu)
+	done  chan struct{} // closed by the batch's leader when it is settled
+}
+
+// maxBatch bounds one EmitBatch; the broker's in-flight window keeps it
+// lower in practice.
+const maxBatch = 256
+
 func newSession(a *Adapter, ctx context.Context, sink adapters.Sink, fl *flow) *session {
+	bsink, _ := sink.(adapters.BatchSink)
 	return &session{
-		a: a, fl: fl, ctx: ctx, sink: sink,
+		a: a, fl: fl, ctx: ctx, sink: sink, bsink: bsink,
 		end:        make(chan struct{}),
 		onConnDone: make(chan struct{}),
 		opened:     make(chan struct{}),
@@ -392,6 +408,12 @@ func (s *session) onConnect(c paho.Client) {
 // handle carries one message through Emit and Ack. paho runs it in a
 // goroutine of its own (SetOrderMatters(false)); acknowledging before it
 // returns is what keeps paho v1.5.0 from panicking on a dead connection.
+//
+// With a BatchSink, the handler whose turn it is in a topic's lane also
+// takes the messages right behind it that are already waiting (their
+// handlers are parked, see take) and hands them to the sink in one
+// EmitBatch: in order, one fsync for all. It acknowledges each durable one
+// while their handlers still wait (closing done lets them return).
 func (s *session) handle(_ paho.Client, m paho.Message) {
 	fl := s.fl
 	h := &hold{qos0: m.Qos() == 0}
@@ -408,15 +430,33 @@ func (s *session) handle(_ paho.Client, m paho.Message) {
 	if h.qos0 && fl.waiting0() > s.a.cfg.MaxBuffered {
 		s.finish(reasonBackpressure, nil)
 	}
-	if t, ok := s.take(m); ok {
-		defer s.done(t)
-		if !s.waitTurn(t) {
-			return
-		}
-	}
 
 	r, segs := s.a.route(m.Topic())
-	if r == nil {
+	var p *pending
+	if r != nil && !(m.Retained() && s.a.cfg.Retained == RetainedIgnore) {
+		p = &pending{m: m, f: s.a.frame(r, segs, m, received), done: make(chan struct{})}
+	}
+	batch := []*pending{p}
+	if t, ok := s.take(m, p); ok {
+		n := 1 // places this handler moves its lane on by
+		defer func() { s.done(t, n) }()
+		var lead bool
+		batch, lead = s.waitTurn(t, p)
+		if !lead {
+			return // Run is over, or an earlier handler emitted it in its batch
+		}
+		n = max(len(batch), 1)
+	}
+	if p != nil {
+		defer func() {
+			for _, q := range batch[1:] {
+				close(q.done)
+			}
+		}()
+	}
+
+	switch {
+	case r == nil:
 		// A kept session can hold subscriptions from an older config.
 		s.mu.Lock()
 		first := !s.warned[m.Topic()]
@@ -429,27 +469,40 @@ func (s *session) handle(_ paho.Client, m paho.Message) {
 		s.ack(m)
 		s.a.m.ignored("unmatched")
 		return
-	}
-	if m.Retained() && s.a.cfg.Retained == RetainedIgnore {
+	case p == nil:
 		s.a.log.WithField("topic", m.Topic()).Trace("retained message ignored")
 		s.ack(m)
 		s.a.m.ignored("retained")
 		return
 	}
-	f := s.a.frame(r, segs, m, received)
 	if !fl.acquire(s.ctx, h) {
 		return
 	}
 	defer fl.release()
-	s.emit(m, f)
+	if len(batch) == 1 {
+		s.settle(m, p.f, s.sink.Emit(s.ctx, p.f))
+		return
+	}
+	frames := make([]*adapters.Frame, len(batch))
+	for i, q := range batch {
+		frames[i] = q.f
+	}
+	errs := make([]error, len(batch))
+	s.bsink.EmitBatch(s.ctx, frames, errs)
+	s.a.m.batch.Observe(float64(len(batch)))
+	for i, q := range batch {
+		s.settle(q.m, q.f, errs[i])
+	}
 }
 
-// emit hands the frame to the sink and acknowledges it once durable.
-func (s *session) emit(m paho.Message, f *adapters.Frame) {
+// settle acknowledges a message whose Emit was durable. Otherwise a QoS
+// 1/2 message in a kept session stays unacknowledged and the connection
+// ends (the broker sends it again on the next); any other is emitted
+// again here, with backoff, until durable or Run ends.
+func (s *session) settle(m paho.Message, f *adapters.Frame, err error) {
 	redeliverable := m.Qos() > 0 && !s.a.cfg.CleanSession
 	var b adapters.Backoff
 	for {
-		err := s.sink.Emit(s.ctx, f)
 		if adapters.Durable(err) {
 			if s.ack(m) {
 				s.a.m.acked.Inc()
@@ -482,6 +535,7 @@ func (s *session) emit(m paho.Message, f *adapters.Frame) {
 		if !b.Wait(s.ctx) {
 			return
 		}
+		err = s.sink.Emit(s.ctx, f)
 	}
 }
 
@@ -514,15 +568,16 @@ func (s *session) assign(id uint16, topic string) {
 	}
 	l := s.lanes[topic]
 	if l == nil {
-		l = &lane{turn: make(chan struct{})}
+		l = &lane{turn: make(chan struct{}), parked: map[uint64]*pending{}}
 		s.lanes[topic] = l
 	}
 	s.tickets[id] = ticket{topic: topic, seq: l.tail}
 	l.tail++
 }
 
-// take finds a message's place, if it has one.
-func (s *session) take(m paho.Message) (ticket, bool) {
+// take finds a message's place, if it has one, and parks p (nil for a
+// message that will not be emitted) in its lane for a batch to pick up.
+func (s *session) take(m paho.Message, p *pending) (ticket, bool) {
 	if m.Qos() == 0 {
 		return ticket{}, false
 	}
@@ -536,18 +591,30 @@ func (s *session) take(m paho.Message) (ticket, bool) {
 	if t.topic != m.Topic() {
 		s.releaseLocked()
 	}
+	if l := s.lanes[t.topic]; p != nil && l != nil && !s.unordered {
+		l.parked[t.seq] = p
+	}
 	return t, true
 }
 
-// waitTurn blocks until the message is at the head of its lane, the
-// session gave up ordering, or Run ends (false).
-func (s *session) waitTurn(t ticket) bool {
+// waitTurn blocks until the message is at the head of its lane (or the
+// session gave up ordering) and returns the batch to emit: p and, with a
+// BatchSink, the parked messages right behind it. lead is false when Run
+// ends first or an earlier handler took p into its batch (p.done is
+// closed by then).
+func (s *session) waitTurn(t ticket, p *pending) (batch []*pending, lead bool) {
 	for {
 		s.mu.Lock()
+		if p != nil && p.taken {
+			s.mu.Unlock()
+			<-p.done // the leader closes it whatever happens
+			return nil, false
+		}
 		l := s.lanes[t.topic]
 		if s.unordered || l == nil || l.head == t.seq {
+			batch = s.collectLocked(l, t, p)
 			s.mu.Unlock()
-			return true
+			return batch, true
 		}
 		turn := l.turn
 		s.mu.Unlock()
@@ -555,13 +622,42 @@ func (s *session) waitTurn(t ticket) bool {
 		case <-turn:
 		case <-s.loose:
 		case <-s.ctx.Done():
-			return false
+			return nil, false
 		}
 	}
 }
 
-// done moves the lane on past a finished message.
-func (s *session) done(t ticket) {
+// collectLocked takes p and the parked messages with the next places of
+// its lane, up to maxBatch, when the sink takes batches and order is kept.
+func (s *session) collectLocked(l *lane, t ticket, p *pending) []*pending {
+	if p == nil {
+		return []*pending{nil}
+	}
+	p.taken = true
+	if l == nil {
+		return []*pending{p}
+	}
+	delete(l.parked, t.seq)
+	batch := []*pending{p}
+	if s.unordered || s.bsink == nil {
+		return batch
+	}
+	for seq := t.seq + 1; len(batch) < maxBatch; seq++ {
+		q := l.parked[seq]
+		if q == nil {
+			break
+		}
+		delete(l.parked, seq)
+		q.taken = true
+		batch = append(batch, q)
+	}
+	return batch
+}
+
+// done moves the lane on past a finished message and the n-1 after it
+// that went in its batch (a no-op for a message not at the head: a
+// batch's leader moved the lane past it already).
+func (s *session) done(t ticket, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.lanes[t.topic]
@@ -569,11 +665,11 @@ func (s *session) done(t ticket) {
 		return
 	}
 	if l.head == t.seq {
-		l.head++
+		l.head += uint64(n)
 		close(l.turn)
 		l.turn = make(chan struct{})
 	}
-	if l.head == l.tail {
+	if l.head >= l.tail {
 		delete(s.lanes, t.topic)
 	}
 }
