@@ -10,10 +10,10 @@ import (
 )
 
 const (
-	spaceCacheAge   = time.Second            // statfs at most this often on the append path
-	spaceRecheckAge = 100 * time.Millisecond // but sooner before refusing
-	spacePageSlack  = 4 << 10                // a write may allocate one more page than its bytes
-	spaceClearSlack = 64 << 10               // hysteresis: readiness turns green with some room
+	spaceCacheAge   = time.Second           // statfs at most this often on the append path
+	spaceRecheckAge = 10 * time.Millisecond // but read it again before refusing
+	spacePageSlack  = 4 << 10               // a write may allocate one more page than its bytes
+	spaceClearSlack = 64 << 10              // hysteresis: readiness turns green with some room
 	defaultMaxFloor = 64 << 20
 	defaultMinFloor = 64 << 10
 )
@@ -25,12 +25,23 @@ const (
 type spaceError struct{ free, floor int64 }
 
 func (e *spaceError) Error() string {
-	return fmt.Sprintf("free space %s below the %s floor: %v", mib(e.free), mib(e.floor), syscall.ENOSPC)
+	// A write is refused when it would cross the floor, so free space may
+	// still be a little above it.
+	rel := "below"
+	if e.free >= e.floor {
+		rel = "at"
+	}
+	return fmt.Sprintf("free space %s %s the %s floor: %v", human(e.free), rel, human(e.floor), syscall.ENOSPC)
 }
 
 func (e *spaceError) Unwrap() error { return syscall.ENOSPC }
 
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+func human(n int64) string {
+	if n < 1<<20 && n > -1<<20 {
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
 
 // floorFor resolves Options.MinFreeBytes for a filesystem of total bytes:
 // 0 means min(64 MiB, 5% of the filesystem) but at least 64 KiB, negative
@@ -97,7 +108,7 @@ func (d *Disk) freeSpace(maxAge time.Duration) (int64, bool) {
 // noteWritten lowers the cached free space by a write's bytes.
 func (d *Disk) noteWritten(n int64) {
 	d.smu.Lock()
-	d.spaceFree -= n + spacePageSlack
+	d.spaceFree -= n + spacePageSlack // pessimistic: a new page per write
 	d.smu.Unlock()
 }
 

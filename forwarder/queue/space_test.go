@@ -66,7 +66,7 @@ func TestFreeSpaceFloor(t *testing.T) {
 	}
 	wg.Wait()
 	err := d.Health()
-	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "free space 0.5 MiB below the 1.0 MiB floor") {
+	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "free space 512.0 KiB below the 1.0 MiB floor") {
 		t.Fatalf("Health() = %v", err)
 	}
 	if st := d.Stats(); st.Records != 10 {
