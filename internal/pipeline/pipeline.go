@@ -47,6 +47,10 @@ var (
 		Name: "vigd_decoder_values_skipped_total",
 		Help: "Values or rows a decoder left out of a frame (missing values, bad rows), by decoder.",
 	}, []string{"decoder"})
+	decoderPanics = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "vigd_decoder_panics_total",
+		Help: "Decoder panics caught (the frame went to the dead letters); each one is a bug to report.",
+	})
 	recordsOut = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigd_pipeline_records_total",
 		Help: "Records queued by the pipeline, by kind.",
@@ -280,7 +284,7 @@ func (p *Pipeline) decode(ctx context.Context, set *decoders.Set, f *adapters.Fr
 		}
 		return nil, p.reject(ctx, f, reason, nil, replay)
 	}
-	res, err := dec.Decode(f, decoders.Env{
+	res, err := safeDecode(dec, f, decoders.Env{
 		Lookup:          p.lookup,
 		DefaultCustomer: f.CustomerID,
 		Alarms:          alarms,
@@ -607,4 +611,18 @@ func badID(id string) string {
 		return "starts or ends with a space"
 	}
 	return ""
+}
+
+// safeDecode runs a decoder and turns a panic — a bug in the engine or a
+// library it uses, met by some hostile frame — into a decode error, so the
+// frame goes to the dead letters with the reason and the daemon (whose
+// adapter goroutine called Emit) keeps running.
+func safeDecode(dec *decoders.Decoder, f *adapters.Frame, env decoders.Env) (res *decoders.Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			decoderPanics.Inc()
+			res, err = nil, fmt.Errorf("decoder %s failed on this frame (internal error, please report it with the frame): %v", dec.Name(), r)
+		}
+	}()
+	return dec.Decode(f, env)
 }
