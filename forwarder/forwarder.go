@@ -542,6 +542,14 @@ func (f *Forwarder) formWindow(ctx context.Context, qi *qinfo) ([]queue.Entry, w
 	// drain down. Linger when there is room.
 	if linger := f.cfg.Batch.Linger.D(); linger > 0 && len(es) < maxN && size < maxB-maxB/16 {
 		deadline := f.clock.Now().Add(linger)
+		if _, real := f.clock.(realClock); real && es[0].Rec.Time > 0 {
+			// The oldest record has waited since it was appended (while
+			// the previous window was being sent): linger counts from
+			// then. Append times are on the real clock.
+			if d := time.Unix(0, es[0].Rec.Time).Add(linger); d.Before(deadline) {
+				deadline = d
+			}
+		}
 		for len(es) < maxN && size < maxB {
 			left := deadline.Sub(f.clock.Now())
 			if left <= 0 {

@@ -107,3 +107,19 @@ func TestBacklogDoesNotLinger(t *testing.T) {
 	}
 	assertSeqs(t, "observations", e.fs.seqs("observations"), seqs)
 }
+
+// Linger counts from when the oldest record was appended, not from when the
+// forwarder got round to it: a record that already waited does not wait the
+// whole linger again.
+func TestLingerCountsFromAppend(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Batch.Linger = Duration(2 * time.Second)
+	e.obs("FST1", 1)
+	time.Sleep(1500 * time.Millisecond) // as if the previous window took that long
+	start := time.Now()
+	e.start()
+	e.waitFor("the record", func() bool { return len(e.fs.seqs("observations")) == 1 })
+	if el := time.Since(start); el > 1800*time.Millisecond {
+		t.Fatalf("delivered %s after start: the record waited the whole linger again", el)
+	}
+}
