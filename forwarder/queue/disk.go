@@ -202,6 +202,7 @@ type Disk struct {
 
 	// Free-space floor (space.go). smu guards the cached statfs figure.
 	floor     int64
+	low       atomic.Bool // the floor refused: refuse until it is clear with a margin
 	smu       sync.Mutex
 	spaceFree int64
 	spaceAt   time.Time

@@ -10,10 +10,9 @@ import (
 )
 
 const (
-	spaceCacheAge   = time.Second           // statfs at most this often on the append path
-	spaceRecheckAge = 10 * time.Millisecond // but read it again before refusing
-	spacePageSlack  = 4 << 10               // a write may allocate one more page than its bytes
-	spaceClearSlack = 64 << 10              // hysteresis: readiness turns green with some room
+	spaceCacheAge   = time.Second // statfs at most this often on the append path
+	spacePageSlack  = 4 << 10     // a write may allocate one more page than its bytes
+	spaceClearSlack = 64 << 10    // hysteresis: readiness turns green with some room
 	defaultMaxFloor = 64 << 20
 	defaultMinFloor = 64 << 10
 )
@@ -89,7 +88,7 @@ func (d *Disk) initSpace() {
 }
 
 // freeSpace is the free space of the filesystem, read by statfs at most
-// every maxAge and lowered by what the queue wrote since, so a burst of
+// every maxAge (0: now) and lowered by what the queue wrote since, so a burst of
 // appends within the cache time cannot eat the reserve. ok is false when
 // it cannot be known.
 func (d *Disk) freeSpace(maxAge time.Duration) (int64, bool) {
@@ -120,18 +119,31 @@ func (d *Disk) spaceChanged() {
 }
 
 // checkFloor refuses a write of need bytes that would leave less than the
-// floor free.
+// floor free. Once it refused, it goes on refusing until the floor plus
+// spaceClearSlack is free (the point where Health turns green): without
+// that, small appends would still trickle in at the edge, each one filling
+// an already allocated page, while readiness is red.
 func (d *Disk) checkFloor(need int64) error {
 	if d.floor <= 0 {
 		return nil
 	}
+	floor := d.floor
+	if d.low.Load() {
+		floor += spaceClearSlack
+	}
 	free, ok := d.freeSpace(spaceCacheAge)
-	if !ok || free-need-spacePageSlack >= d.floor {
+	if !ok || free-need-spacePageSlack >= floor {
+		d.low.Store(false)
 		return nil
 	}
-	if free, ok = d.freeSpace(spaceRecheckAge); !ok || free-need-spacePageSlack >= d.floor {
+	// The cached figure is pessimistic (a page per write): read the real
+	// one before refusing. A statfs per refused append is cheap next to
+	// the refused device's reconnect.
+	if free, ok = d.freeSpace(0); !ok || free-need-spacePageSlack >= floor {
+		d.low.Store(false)
 		return nil
 	}
+	d.low.Store(true)
 	return &spaceError{free: free, floor: d.floor}
 }
 
@@ -147,6 +159,7 @@ func (d *Disk) recheckSpace(err error) error {
 	if !ok || free < d.floor+spaceClearSlack {
 		return err
 	}
+	d.low.Store(false)
 	d.mu.Lock()
 	if d.lastErr == err {
 		d.lastErr = nil
