@@ -281,7 +281,9 @@ func (d *Disk) releaseDrained(pos Position) {
 	if err := d.active.Close(); err != nil {
 		d.log.WithError(err).Warn("queue cannot close segment")
 	}
+	d.mu.Lock()
 	d.active, d.activeMeta = nil, nil
+	d.mu.Unlock()
 	d.dropConsumed(pos)
 }
 

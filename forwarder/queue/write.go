@@ -300,7 +300,9 @@ func (d *Disk) roll() error {
 		if err := d.active.Close(); err != nil {
 			d.log.WithError(err).Warn("queue cannot close segment")
 		}
+		d.mu.Lock() // activeMeta is read under mu by Commit and Read
 		d.active, d.activeMeta = nil, nil
+		d.mu.Unlock()
 	}
 	num := d.nextSeq
 	f, err := os.OpenFile(d.segPath(num), os.O_RDWR|os.O_CREATE, 0o640)
@@ -324,9 +326,9 @@ func (d *Disk) roll() error {
 		meta = &segMeta{num: num, lastSeq: num - 1}
 		d.segs = append(d.segs, meta)
 	}
+	d.active, d.activeMeta = d.opts.wrapFile(f), meta
 	d.updateGaugesLocked()
 	d.mu.Unlock()
-	d.active, d.activeMeta = d.opts.wrapFile(f), meta
 	return nil
 }
 
