@@ -70,7 +70,24 @@ adapters:
 }
 
 func TestCheckDemoConfigOK(t *testing.T) {
-	code, out, stderr := run(t, "check", "-c", repoPath("configs/demo.yaml"))
+	// The demo writes its secret file before it starts vigd; here the
+	// config is copied beside one made for the test.
+	dir := t.TempDir()
+	b, err := os.ReadFile(repoPath("configs/demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.NewReplacer(
+		"secret_file: ../demo-data/apisecret", "secret_file: "+secretFile(t, dir),
+		"data_dir: ../demo-data/vigd", "data_dir: "+filepath.Join(dir, "data"),
+		"  - decoders\n", "  - "+repoPath("configs/decoders")+"\n",
+		"file: devices.demo.yaml", "file: "+repoPath("configs/devices.demo.yaml"),
+	).Replace(string(b))
+	path := filepath.Join(dir, "demo.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := run(t, "check", "-c", path)
 	if code != 0 || !strings.Contains(out, "ok (3 adapters") {
 		t.Fatalf("exit %d\nout: %s\nerr: %s", code, out, stderr)
 	}
