@@ -3,9 +3,9 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -60,7 +60,7 @@ func TestDeadLettersEndToEnd(t *testing.T) {
 	e := newEnv(t, []string{"-rate", "0"}, nil)
 	e.vigd.start()
 	e.vigd.waitUp(30 * time.Second)
-	c, err := net.DialTimeout("tcp", e.vigd.conf.TCP, 5*time.Second)
+	c, err := dial(context.Background(), e.vigd.conf.TCP)
 	if err != nil {
 		t.Fatal(err)
 	}

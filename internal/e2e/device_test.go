@@ -122,6 +122,19 @@ func (d *ackDevice) figures() deviceFigures {
 	return deviceFigures{acked: d.acked, sent: d.sent, reconnects: d.reconnects, naks: d.naks, resent: r}
 }
 
+// dial connects to the tcp adapter, retrying for a while: /healthz
+// answers before the adapters listen.
+func dial(ctx context.Context, addr string) (net.Conn, error) {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", addr)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return c, err
+		}
+		sleepCtx(ctx, 50*time.Millisecond)
+	}
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -153,7 +166,7 @@ func (d *streamDevice) fail(err error) {
 }
 
 func (d *streamDevice) run(ctx context.Context, addr string) {
-	c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", addr)
+	c, err := dial(ctx, addr)
 	if err != nil {
 		d.fail(err)
 		return
