@@ -15,10 +15,18 @@ import (
 // allocation, and the runtime caps the CPU it spends on that.
 const defaultMemoryLimit = 40 << 20
 
+// defaultGCPercent lets the heap grow further between collections while
+// the memory limit above is what bounds it: fewer collections of a small
+// live heap.
+const defaultGCPercent = 200
+
 // setMemoryLimit applies defaultMemoryLimit when the operator has not
 // chosen one (GOMEMLIMIT in the unit's Environment=).
 func setMemoryLimit() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
+		if os.Getenv("GOGC") == "" {
+			debug.SetGCPercent(defaultGCPercent)
+		}
 	}
 }
