@@ -8,6 +8,9 @@
 package testpeers
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -98,8 +101,12 @@ var (
 	built   = map[string]string{}
 )
 
-// Binary builds ./cmd/NAME once per test process into a temporary folder and
-// returns its path.
+// Binary builds ./cmd/NAME once per test process and returns its path.
+// Every test process of one checkout shares one folder
+// ($TMPDIR/vigd-test-bin-<hash of the checkout's path>): each builds into a
+// file of its own and renames it into place, so concurrent packages never
+// see a half-written binary, a running one keeps its file, and the folder
+// does not grow with every run.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
 	buildMu.Lock()
@@ -107,15 +114,22 @@ func Binary(t testing.TB, name string) string {
 	if p, ok := built[name]; ok {
 		return p
 	}
-	dir, err := os.MkdirTemp("", "vigd-bin-")
-	if err != nil {
+	sum := sha256.Sum256([]byte(RepoRoot()))
+	dir := filepath.Join(os.TempDir(), "vigd-test-bin-"+hex.EncodeToString(sum[:6]))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
+	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
+	cmd := exec.Command("go", "build", "-o", tmp, "./cmd/"+name)
 	cmd.Dir = RepoRoot()
 	if b, err := cmd.CombinedOutput(); err != nil {
+		os.Remove(tmp)
 		t.Fatalf("go build ./cmd/%s: %v\n%s", name, err, b)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		os.Remove(tmp)
+		t.Fatal(err)
 	}
 	built[name] = out
 	return out
