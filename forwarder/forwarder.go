@@ -62,6 +62,7 @@ const (
 const (
 	gatherEvery = 10 * time.Millisecond
 	readChunk   = 256 << 10
+	readRecords = 4096
 )
 
 // resolvedEvery is how often, while a window is being delivered, the
@@ -101,6 +102,10 @@ var ErrConfig = errors.New("forwarder: invalid configuration")
 type qinfo struct {
 	name string // "alarms" or "data": part of batch ids and state keys
 	q    queue.Queue
+	// ents is the last window's entry array, reused: a window of tens of
+	// thousands of entries grown by append was a megabytes-large
+	// allocation and copy per window.
+	ents []queue.Entry
 }
 
 type endpoints struct {
@@ -459,6 +464,10 @@ func (f *Forwarder) runWindow(ctx context.Context, qi *qinfo) (bool, error) {
 	if err := f.state.clearWindow(qi.name); err != nil {
 		f.log.WithError(err).Warn("state write failed")
 	}
+	if cap(es) <= 2*windowRecords {
+		clear(es) // the bodies are not held until the next window
+		qi.ents = es[:0]
+	}
 	f.log.WithFields(logrus.Fields{"queue": qi.name, "count": len(es), "batches": len(batches)}).Debug("window delivered")
 	return true, nil
 }
@@ -532,11 +541,10 @@ func (f *Forwarder) formWindow(ctx context.Context, qi *qinfo) ([]queue.Entry, w
 	}
 	maxN := max(f.cfg.Batch.MaxRecords*windowBatches, windowRecords)
 	maxB := int(min(max(f.cfg.Batch.MaxBytes*windowBatches, windowBytes), math.MaxInt32))
-	es, err := f.read(ctx, qi, cur, maxN, maxB)
+	es, size, err := f.readInto(ctx, qi, qi.ents[:0], cur, maxN, maxB)
 	if err != nil || len(es) == 0 {
 		return nil, window{}, err
 	}
-	size := bodyBytes(es)
 	// A read stops just under the byte limit (the next record did not
 	// fit): such a window is full, and waiting for more would only slow a
 	// drain down. Linger when there is room.
@@ -571,20 +579,9 @@ func (f *Forwarder) formWindow(ctx context.Context, qi *qinfo) ([]queue.Entry, w
 				}
 			case <-f.clock.After(left):
 			}
-			// Only what came after the records in hand is read, in
-			// chunks (a read sizes its buffer by what it may return).
-			for len(es) < maxN && size < maxB {
-				want := min(maxB-size, readChunk)
-				more, err := f.read(ctx, qi, es[len(es)-1].Next, maxN-len(es), want)
-				if err != nil {
-					return nil, window{}, err
-				}
-				es = append(es, more...)
-				n := bodyBytes(more)
-				size += n
-				if n < want/2 {
-					break // caught up
-				}
+			// Only what came after the records in hand is read.
+			if es, size, err = f.readInto(ctx, qi, es, es[len(es)-1].Next, maxN, maxB); err != nil {
+				return nil, window{}, err
 			}
 		}
 	}
@@ -600,6 +597,32 @@ func (f *Forwarder) formWindow(ctx context.Context, qi *qinfo) ([]queue.Entry, w
 		}
 	}
 	return es, w, nil
+}
+
+// readInto appends to es what the queue holds from `from`, until es has
+// maxN entries or maxB bytes of bodies or the queue has no more, reading in
+// chunks (a read sizes its buffers by what it may return). It returns es
+// and the bytes of its bodies.
+func (f *Forwarder) readInto(ctx context.Context, qi *qinfo, es []queue.Entry, from queue.Position, maxN, maxB int) ([]queue.Entry, int, error) {
+	size := bodyBytes(es)
+	for len(es) < maxN && size < maxB {
+		wantN, wantB := min(maxN-len(es), readRecords), min(maxB-size, readChunk)
+		more, err := f.read(ctx, qi, from, wantN, wantB)
+		if err != nil {
+			return es, size, err
+		}
+		if len(more) == 0 {
+			break
+		}
+		es = append(es, more...)
+		n := bodyBytes(more)
+		size += n
+		from = more[len(more)-1].Next
+		if len(more) < wantN && n < wantB-wantB/16 {
+			break // caught up
+		}
+	}
+	return es, size, nil
 }
 
 func bodyBytes(es []queue.Entry) int {
