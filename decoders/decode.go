@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/expr-lang/expr/vm"
@@ -69,8 +70,33 @@ type record struct {
 	failed  bool              // fail("…") refused it (bad_records: skip)
 }
 
+// records are reused from frame to frame (see Decode): their three maps
+// were the largest allocation of a one-line frame.
+var records = sync.Pool{New: func() any {
+	return &record{vars: make(map[string]any, 16), exact: make(map[string]string, 8), missing: map[string]string{}}
+}}
+
 func newRecord(off int, label string) *record {
-	return &record{off: off, label: label, vars: make(map[string]any, 16), exact: make(map[string]string, 8), missing: map[string]string{}}
+	r := records.Get().(*record)
+	r.off, r.label = off, label
+	return r
+}
+
+// recycle returns a frame's records to the pool once Decode is done with
+// them. Nothing of a record outlives Decode — the Result holds strings and
+// values, never a record's maps — unless an expression reads $env, which
+// hands out the env map itself: then they are left to the collector.
+func (d *Decoder) recycle(p *parsed) {
+	if d.uses("$env") {
+		return
+	}
+	for _, r := range p.records {
+		clear(r.vars)
+		clear(r.exact)
+		clear(r.missing)
+		*r = record{vars: r.vars, exact: r.exact, missing: r.missing}
+		records.Put(r)
+	}
 }
 
 // setNumber stores a numeric field with its exact text.
@@ -236,6 +262,7 @@ func (d *Decoder) Decode(f *adapters.Frame, env Env) (*Result, error) {
 		}
 		return nil, d.fail(-1, err, "%v", err)
 	}
+	defer d.recycle(p)
 	res := &Result{}
 	// The variables no expression of the decoder reads are not built.
 	var frameVal any
