@@ -83,6 +83,8 @@ type Pipeline struct {
 	alarmMu sync.Mutex
 	alarms  map[string]bool
 
+	okCounters sync.Map // decoder name → its "ok" counter
+
 	entMu    sync.Mutex
 	entities map[string]string // sensusID → definition hash already stored
 	stored   map[string]any    // sensusID → the decoder's entity value stored last (by address)
@@ -250,9 +252,19 @@ func (p *Pipeline) emit(ctx context.Context, frames []*adapters.Frame, errs []er
 		if err != nil {
 			result = "failed"
 		}
+		adapter, n := "", 0
 		for _, d := range ok {
 			errs[d.i] = err
-			framesIn.WithLabelValues(d.f.Adapter, result).Inc()
+			if d.f.Adapter != adapter {
+				if n > 0 {
+					framesIn.WithLabelValues(adapter, result).Add(float64(n))
+				}
+				adapter, n = d.f.Adapter, 0
+			}
+			n++
+		}
+		if n > 0 {
+			framesIn.WithLabelValues(adapter, result).Add(float64(n))
 		}
 		if err != nil {
 			for ; i < len(frames); i++ {
@@ -293,7 +305,7 @@ func (p *Pipeline) decode(ctx context.Context, set *decoders.Set, f *adapters.Fr
 		decodedBy.WithLabelValues(dec.Name(), "error").Inc()
 		return nil, p.reject(ctx, f, err.Error(), err, replay)
 	}
-	decodedBy.WithLabelValues(dec.Name(), "ok").Inc()
+	p.decodedOK(dec.Name()).Inc()
 	if why := badID(res.Device.ID); why != "" {
 		return nil, p.reject(ctx, f, fmt.Sprintf("device id %q %s", res.Device.ID, why), nil, replay)
 	}
@@ -314,6 +326,17 @@ func (p *Pipeline) decode(ctx context.Context, set *decoders.Set, f *adapters.Fr
 		return nil, p.reject(ctx, f, reason, nil, replay)
 	}
 	return res, nil
+}
+
+// decodedOK is vigd_decoder_frames_total{decoder, ok}, looked up once per
+// decoder rather than per frame.
+func (p *Pipeline) decodedOK(name string) prometheus.Counter {
+	if c, ok := p.okCounters.Load(name); ok {
+		return c.(prometheus.Counter)
+	}
+	c := decodedBy.WithLabelValues(name, "ok")
+	p.okCounters.Store(name, c)
+	return c
 }
 
 // lookup resolves an identity through the registry, or (policy accept)
