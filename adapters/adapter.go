@@ -57,6 +57,8 @@ type Frame struct {
 	// Meta is transport metadata decoders may use: "momsn", "mtmsn",
 	// "cdr_ref", "session_status", "lat", "lon", "cep_km", "sin", "min",
 	// "topic", "remote_addr", ... Values are strings as received.
+	// Sinks only read it: an adapter may hand one map with many frames
+	// (a connection's).
 	Meta map[string]string `json:"meta,omitempty"`
 }
 

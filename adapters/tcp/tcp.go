@@ -28,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"os"
 	"strings"
@@ -350,7 +349,10 @@ func (l *Listener) serve(ctx context.Context, c net.Conn, sink adapters.Sink) {
 			Received: time.Now().UTC(),
 			Payload:  fm.Data,
 			Identity: identity,
-			Meta:     maps.Clone(meta),
+			// One map for all the connection's frames: it is complete
+			// before the first frame and never written after (nor by a
+			// sink); a copy per frame was 7% of vigd's allocations.
+			Meta: meta,
 		}
 	}
 	for {
