@@ -328,6 +328,13 @@ func (p *Pipeline) decode(ctx context.Context, set *decoders.Set, f *adapters.Fr
 	return res, nil
 }
 
+// slabs hold a batch's encoded observations until they are queued.
+var slabs = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledSlab bounds the buffers kept for reuse (a 1024-line batch of
+// three observations is about 600 KB).
+const maxPooledSlab = 1 << 20
+
 // decodedOK is vigd_decoder_frames_total{decoder, ok}, looked up once per
 // decoder rather than per frame.
 func (p *Pipeline) decodedOK(name string) prometheus.Counter {
@@ -383,9 +390,20 @@ func (p *Pipeline) store(ctx context.Context, batch []decoded) error {
 	for _, d := range batch {
 		nObs += len(d.res.Observations)
 	}
-	// The batch's observation bodies, back to back in one allocation (the
-	// queue copies them as it appends).
-	slab := make([]byte, 0, nObs*256)
+	// The batch's observation bodies, back to back in one buffer, reused
+	// once the append returned: both queues copy what they are given (Disk
+	// encodes it, Memory clones it) and keep no reference.
+	sp := slabs.Get().(*[]byte)
+	slab := (*sp)[:0]
+	if cap(slab) < nObs*256 {
+		slab = make([]byte, 0, nObs*256)
+	}
+	defer func() {
+		if cap(slab) <= maxPooledSlab {
+			*sp = slab[:0]
+			slabs.Put(sp)
+		}
+	}()
 	nObs = 0
 	for _, d := range batch {
 		res := d.res
