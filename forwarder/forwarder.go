@@ -62,7 +62,7 @@ const (
 const (
 	gatherEvery = 10 * time.Millisecond
 	readChunk   = 256 << 10
-	readRecords = 4096
+	readRecords = 1024 // what a queue read holds without growing its entry array
 )
 
 // resolvedEvery is how often, while a window is being delivered, the
