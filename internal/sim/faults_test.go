@@ -59,7 +59,13 @@ func TestFaultFailNext(t *testing.T) {
 		t.Fatal("closed connection not seen")
 	}
 	f.expect(f.post(Things, things(thingJSON), nil), 200)
-	if c := f.counts(); c.ByStatus["0"] != 1 || c.ByStatus["503"] != 2 || c.ByStatus["500"] != 1 || c.ByStatus["429"] != 1 {
+	// The client sees the closed connection before the server's handler
+	// has counted it: wait for the count.
+	c := f.counts()
+	for deadline := time.Now().Add(5 * time.Second); c.ByStatus["0"] == 0 && time.Now().Before(deadline); c = f.counts() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c.ByStatus["0"] != 1 || c.ByStatus["503"] != 2 || c.ByStatus["500"] != 1 || c.ByStatus["429"] != 1 {
 		t.Fatalf("by status %v", c.ByStatus)
 	}
 }
