@@ -1,25 +1,15 @@
 package orbcomm
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/vigd/vigd/adapters"
 )
 
-// The first two are the adapter metrics every kind shares (same names,
-// labels and help texts as adapters/tcp): whichever package registers
-// first wins and the others reuse its collector.
+// The vigd_adapter_* metrics are shared by every kind (adapters.FramesTotal
+// and friends); the ones below are this package's own.
 var (
-	framesTotal = counterVec(prometheus.CounterOpts{
-		Name: "vigd_adapter_frames_total",
-		Help: "Frames an adapter handed to the pipeline and saw durably stored.",
-	}, "adapter", "kind")
-	frameErrorsTotal = counterVec(prometheus.CounterOpts{
-		Name: "vigd_adapter_frame_errors_total",
-		Help: "Frames an adapter could not deliver, by reason.",
-	}, "adapter", "kind", "reason")
-
 	callsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigd_orbcomm_calls_total",
 		Help: "get_return_messages calls by result (ok, http_error, gateway_error, bad_page).",
@@ -38,20 +28,6 @@ var (
 	}, []string{"adapter"})
 )
 
-// counterVec registers on the default registry, or reuses the collector
-// another adapter package registered under the same name.
-func counterVec(opts prometheus.CounterOpts, labels ...string) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(opts, labels)
-	if err := prometheus.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			return are.ExistingCollector.(*prometheus.CounterVec)
-		}
-		panic(err)
-	}
-	return c
-}
-
 // metrics are one poller's children of the vectors.
 type metrics struct {
 	frames      prometheus.Counter
@@ -64,8 +40,8 @@ type metrics struct {
 
 func newMetrics(name string) metrics {
 	return metrics{
-		frames:      framesTotal.WithLabelValues(name, Kind),
-		frameErrors: frameErrorsTotal.MustCurryWith(prometheus.Labels{"adapter": name, "kind": Kind}),
+		frames:      adapters.FramesTotal.WithLabelValues(name, Kind),
+		frameErrors: adapters.FrameErrorsTotal.MustCurryWith(prometheus.Labels{"adapter": name, "kind": Kind}),
 		calls:       callsTotal.MustCurryWith(prometheus.Labels{"adapter": name}),
 		messages:    messagesTotal.MustCurryWith(prometheus.Labels{"adapter": name}),
 		highWater:   highWaterID.WithLabelValues(name),

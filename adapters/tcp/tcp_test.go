@@ -276,14 +276,14 @@ func TestNonDurableErrorClosesWithoutReply(t *testing.T) {
 	sink := newSink()
 	sink.results = []error{errors.New("disk full")}
 	l, addr := start(t, sink, func(c *Config) { c.Reply = "OK" })
-	before := value(frameErrorsTotal.WithLabelValues(l.name, Kind, "not_queued"))
+	before := value(adapters.FrameErrorsTotal.WithLabelValues(l.name, Kind, "not_queued"))
 	c := dial(t, addr)
 	write(t, c, "one\ntwo\n")
 	expectClosed(t, c)
 	if fs := frames(sink.all()); len(fs) != 1 || fs[0].payload != "one" {
 		t.Fatalf("frames after the failure were read: %v", fs)
 	}
-	if d := value(frameErrorsTotal.WithLabelValues(l.name, Kind, "not_queued")) - before; d != 1 {
+	if d := value(adapters.FrameErrorsTotal.WithLabelValues(l.name, Kind, "not_queued")) - before; d != 1 {
 		t.Fatalf("not_queued counted %v times", d)
 	}
 }
@@ -299,14 +299,14 @@ func TestMaxConnections(t *testing.T) {
 	if st := l.Status(); !st.OK || !strings.Contains(st.Detail, "2 connections") {
 		t.Fatalf("status %+v", st)
 	}
-	if n := value(connectionsGauge.WithLabelValues(l.name)); n != 2 {
+	if n := value(adapters.ConnectionsGauge.WithLabelValues(l.name)); n != 2 {
 		t.Fatalf("connections gauge %v", n)
 	}
-	refusedBefore := value(refusedTotal.WithLabelValues(l.name, "max_connections"))
+	refusedBefore := value(adapters.ConnectionsRefusedTotal.WithLabelValues(l.name, "max_connections"))
 	c3 := dial(t, addr)
 	write(t, c3, "refused\n")
 	expectClosed(t, c3)
-	if n := value(refusedTotal.WithLabelValues(l.name, "max_connections")) - refusedBefore; n != 1 {
+	if n := value(adapters.ConnectionsRefusedTotal.WithLabelValues(l.name, "max_connections")) - refusedBefore; n != 1 {
 		t.Fatalf("refused counted %v", n)
 	}
 	c1.Close()
@@ -418,14 +418,14 @@ func TestBadFrameDoesNotAffectNext(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			sink := newSink()
 			l, addr := start(t, sink, func(c *Config) { c.Framing = tc.fc; c.MaxFrameBytes = 8; c.Reply = "K" })
-			before := value(frameErrorsTotal.WithLabelValues(l.name, Kind, tc.reason))
+			before := value(adapters.FrameErrorsTotal.WithLabelValues(l.name, Kind, tc.reason))
 			c := dial(t, addr)
 			write(t, c, tc.in)
 			readN(t, c, len(tc.want))
 			if fmt.Sprint(frames(sink.all())) != fmt.Sprint(tc.want) {
 				t.Fatalf("got %v, want %v", frames(sink.all()), tc.want)
 			}
-			if n := value(frameErrorsTotal.WithLabelValues(l.name, Kind, tc.reason)) - before; n != 1 {
+			if n := value(adapters.FrameErrorsTotal.WithLabelValues(l.name, Kind, tc.reason)) - before; n != 1 {
 				t.Fatalf("%s counted %v", tc.reason, n)
 			}
 		})
@@ -603,15 +603,15 @@ func TestListenFailure(t *testing.T) {
 func TestBytesCounted(t *testing.T) {
 	sink := newSink()
 	l, addr := start(t, sink, func(c *Config) { c.Reply = "K" })
-	before := value(bytesTotal.WithLabelValues(l.name, Kind))
-	framesBefore := value(framesTotal.WithLabelValues(l.name, Kind))
+	before := value(adapters.BytesTotal.WithLabelValues(l.name, Kind))
+	framesBefore := value(adapters.FramesTotal.WithLabelValues(l.name, Kind))
 	c := dial(t, addr)
 	write(t, c, "12345\n6789\n")
 	readN(t, c, 2)
-	if d := value(bytesTotal.WithLabelValues(l.name, Kind)) - before; d != 11 {
+	if d := value(adapters.BytesTotal.WithLabelValues(l.name, Kind)) - before; d != 11 {
 		t.Fatalf("bytes counted %v, want 11", d)
 	}
-	if d := value(framesTotal.WithLabelValues(l.name, Kind)) - framesBefore; d != 2 {
+	if d := value(adapters.FramesTotal.WithLabelValues(l.name, Kind)) - framesBefore; d != 2 {
 		t.Fatalf("frames counted %v, want 2", d)
 	}
 }

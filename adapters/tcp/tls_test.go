@@ -56,7 +56,7 @@ func TestTLSClientCertificates(t *testing.T) {
 	}
 
 	// Without one: the handshake fails, nothing is read.
-	refused := value(refusedTotal.WithLabelValues(l.name, "tls"))
+	refused := value(adapters.ConnectionsRefusedTotal.WithLabelValues(l.name, "tls"))
 	nc, err := tls.Dial("tcp", addr, pki.ClientConfig(false))
 	if err == nil {
 		// TLS 1.3: the client learns of the refusal at its first read.
@@ -76,7 +76,7 @@ func TestTLSClientCertificates(t *testing.T) {
 	if strings.Contains(string(b), "ACK") {
 		t.Fatalf("plain client got %q", b)
 	}
-	waitFor(t, func() bool { return value(refusedTotal.WithLabelValues(l.name, "tls"))-refused >= 2 })
+	waitFor(t, func() bool { return value(adapters.ConnectionsRefusedTotal.WithLabelValues(l.name, "tls"))-refused >= 2 })
 	if n := len(sink.all()); n != 1 {
 		t.Fatalf("%d frames; refused clients must deliver none", n)
 	}
@@ -162,11 +162,11 @@ func TestMaxConnectionsPerIP(t *testing.T) {
 		write(t, c, "hi\n")
 		readN(t, c, 1)
 	}
-	before := value(refusedTotal.WithLabelValues(l.name, netguard.RefusedPerIP))
+	before := value(adapters.ConnectionsRefusedTotal.WithLabelValues(l.name, netguard.RefusedPerIP))
 	a3 := dialFrom(t, "127.0.0.2", addr)
 	write(t, a3, "third\n")
 	expectClosed(t, a3)
-	if d := value(refusedTotal.WithLabelValues(l.name, netguard.RefusedPerIP)) - before; d != 1 {
+	if d := value(adapters.ConnectionsRefusedTotal.WithLabelValues(l.name, netguard.RefusedPerIP)) - before; d != 1 {
 		t.Fatalf("per-ip refusals counted %v", d)
 	}
 	// Another host is served.
@@ -192,11 +192,11 @@ func TestAllowedSources(t *testing.T) {
 		c.AllowedSources = []string{"127.0.0.1/32", "10.0.0.0/8"}
 		c.Reply = "K"
 	})
-	before := value(refusedTotal.WithLabelValues(l.name, netguard.RefusedNotAllowed))
+	before := value(adapters.ConnectionsRefusedTotal.WithLabelValues(l.name, netguard.RefusedNotAllowed))
 	bad := dialFrom(t, "127.0.0.3", addr)
 	write(t, bad, "intruder\n")
 	expectClosed(t, bad)
-	if d := value(refusedTotal.WithLabelValues(l.name, netguard.RefusedNotAllowed)) - before; d != 1 {
+	if d := value(adapters.ConnectionsRefusedTotal.WithLabelValues(l.name, netguard.RefusedNotAllowed)) - before; d != 1 {
 		t.Fatalf("not_allowed counted %v", d)
 	}
 	good := dialFrom(t, "127.0.0.1", addr)
@@ -217,7 +217,7 @@ func TestFrameTimeout(t *testing.T) {
 		c.IdleTimeout = 5 * time.Second
 		c.Reply = "K"
 	})
-	before := value(frameErrorsTotal.WithLabelValues(l.name, Kind, "frame_timeout"))
+	before := value(adapters.FrameErrorsTotal.WithLabelValues(l.name, Kind, "frame_timeout"))
 	slow := dial(t, addr)
 	good := dial(t, addr)
 	began := time.Now()
@@ -241,7 +241,7 @@ func TestFrameTimeout(t *testing.T) {
 	if closedAt < 350*time.Millisecond || closedAt > 3*time.Second {
 		t.Fatalf("closed after %v, want about frame_timeout 400ms", closedAt)
 	}
-	if d := value(frameErrorsTotal.WithLabelValues(l.name, Kind, "frame_timeout")) - before; d != 1 {
+	if d := value(adapters.FrameErrorsTotal.WithLabelValues(l.name, Kind, "frame_timeout")) - before; d != 1 {
 		t.Fatalf("frame_timeout counted %v", d)
 	}
 	// Frames in a steady stream each get their own clock: 1s of ticks
